@@ -1,0 +1,78 @@
+"""``python -m consumer``: classify the input topic into the prediction topic.
+
+Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the broker did not
+acknowledge output (nothing committed; restart to reprocess), 2 for a start-up error
+(bad setting, missing/corrupt bundle, broker unreachable, missing topics).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ INFO lines out of the JSON logs
+
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import structlog
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from consumer.clients import StartupError, consumer_config, ensure_topics, producer_config
+from consumer.logs import configure_logging
+from consumer.service import ClassifierService, DeliveryError
+from consumer.settings import Settings
+
+
+def _settings_error(error: ValidationError) -> str:
+    lines = ["invalid settings (flag --NAME or environment variable CLASSIFIER_NAME):"]
+    for e in error.errors():
+        name = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {name}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the service; returns the process exit code (see module docstring)."""
+    try:
+        settings = CliApp.run(Settings, cli_args=list(argv) if argv is not None else sys.argv[1:])
+    except ValidationError as exc:
+        print(_settings_error(exc), file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    log = structlog.get_logger("consumer")
+
+    from confluent_kafka import Consumer, Producer
+
+    from model import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(settings.bundle)
+        ensure_topics(settings)
+    except (BundleError, StartupError) as exc:
+        log.error("startup_failed", error=str(exc))
+        return 2
+    log.info("model_loaded", model_version=bundle.version, path=str(bundle.path), labels=bundle.labels)
+
+    service = ClassifierService(
+        settings, bundle, Consumer(consumer_config(settings)), Producer(producer_config(settings))
+    )
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        service.run()
+    except DeliveryError as exc:
+        log.error("delivery_failed", error=str(exc))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""librdkafka configurations of the consumer's Kafka clients, and the start-up topic check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumer.logs import kafka_logger
+from consumer.settings import Settings
+
+
+class StartupError(Exception):
+    """The service cannot start (broker unreachable, topics missing); the message says why."""
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """Consumer settings: manual offset commits only after the batch's output is acknowledged.
+
+    ``enable.auto.commit`` is off (committing before inference can lose messages on a
+    crash), assignment is cooperative-sticky so a rebalance does not stop every partition.
+    """
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": settings.group_id,
+        "client.id": settings.client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": settings.auto_offset_reset,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "enable.partition.eof": False,
+        "logger": kafka_logger(),
+    }
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """Producer settings: idempotent, ``acks=all``, small linger to batch a micro-batch's output."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": settings.client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "logger": kafka_logger(),
+    }
+
+
+def admin_config(settings: Settings) -> dict[str, Any]:
+    """Admin client settings (topic checks and creation at start-up)."""
+    return {"bootstrap.servers": settings.bootstrap_servers, "logger": kafka_logger()}
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
+    """Check that the input, output and dead-letter topics exist, creating them if asked.
+
+    Raises:
+        StartupError: the broker does not answer within ``timeout_s``, or a topic is
+            missing and ``create_topics`` is off, or creating a topic failed.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(admin_config(settings))
+    wanted = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise StartupError(
+            f"cannot reach Kafka at {settings.bootstrap_servers} within {timeout_s:.0f} s ({exc}); "
+            "check CLASSIFIER_BOOTSTRAP_SERVERS / --bootstrap-servers"
+        ) from exc
+    missing = [t for t in dict.fromkeys(wanted) if t not in existing]
+    if not missing:
+        return
+    if not settings.create_topics:
+        raise StartupError(
+            f"topics {missing} do not exist on {settings.bootstrap_servers}; create them or "
+            "start with --create-topics (CLASSIFIER_CREATE_TOPICS=true)"
+        )
+    futures = admin.create_topics(
+        [
+            NewTopic(t, settings.topic_partitions, settings.topic_replication_factor)
+            for t in missing
+        ],
+        operation_timeout=timeout_s,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise StartupError(f"cannot create topic {topic!r}: {exc}") from exc

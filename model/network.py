@@ -1,0 +1,83 @@
+"""The LSTM-family classifiers of the seeds, built with Keras 3.
+
+Default (the BBC News / AG News tutorials):
+``Embedding(5000, 64) → Dropout → Bidirectional(LSTM(64)) → Dense(64, relu) →
+Dense(n_classes, softmax)`` on sequences of 200 ids.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Architecture = Literal["lstm", "bilstm", "stacked-lstm", "stacked-bilstm"]
+
+
+class NetworkConfig(BaseModel):
+    """Shape of the network (stored in the bundle).
+
+    Attributes:
+        architecture: ``lstm``/``bilstm`` use one recurrent layer, ``stacked-*`` two or more.
+        embedding_dim: Width of the learned word vectors.
+        lstm_units: Units per recurrent layer, input side first (e.g. ``(50, 60, 75)``).
+        dropout: Dropout rate after the embedding (and between stacked layers).
+        dense_units: Width of the ReLU hidden layer before the softmax; ``None`` for none.
+        mask_padding: Mask padding ids (0) so they do not change the recurrent state; then
+            pre- or post-padding and the amount of padding do not change predictions.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    architecture: Architecture = "bilstm"
+    embedding_dim: int = Field(default=64, ge=1)
+    lstm_units: tuple[int, ...] = (64,)
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+    dense_units: int | None = Field(default=64, ge=1)
+    mask_padding: bool = True
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> Self:
+        stacked = self.architecture.startswith("stacked-")
+        if not self.lstm_units or any(u < 1 for u in self.lstm_units):
+            raise ValueError("lstm_units must list at least one positive layer width")
+        if stacked and len(self.lstm_units) < 2:
+            raise ValueError(f"{self.architecture} needs two or more lstm_units, e.g. 64,64")
+        if not stacked and len(self.lstm_units) != 1:
+            raise ValueError(f"{self.architecture} has one recurrent layer; use stacked-* for more")
+        return self
+
+
+def build_model(config: NetworkConfig, vocab_size: int, num_classes: int, max_len: int):  # type: ignore[no-untyped-def]
+    """Build an uncompiled Keras model.
+
+    Args:
+        config: Network shape.
+        vocab_size: Embedding ``input_dim`` (vocabulary size incl. padding and OOV ids).
+        num_classes: Width of the softmax output.
+        max_len: Training sequence length (only recorded in the model's name/summary; the
+            input accepts any length so serving can trim padding).
+
+    Returns:
+        ``keras.Model`` mapping ``(batch, seq_len) int32`` ids to ``(batch, num_classes)
+        float32`` class probabilities.
+    """
+    import keras
+    from keras import layers
+
+    bidirectional = config.architecture.endswith("bilstm")
+    inputs = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    x = layers.Embedding(
+        vocab_size, config.embedding_dim, mask_zero=config.mask_padding, name="embedding"
+    )(inputs)
+    x = layers.Dropout(config.dropout, name="embedding_dropout")(x)
+    for i, units in enumerate(config.lstm_units):
+        last = i == len(config.lstm_units) - 1
+        lstm = layers.LSTM(units, return_sequences=not last, name=f"lstm_{i}")
+        x = layers.Bidirectional(lstm, name=f"bilstm_{i}")(x) if bidirectional else lstm(x)
+        if not last and config.dropout > 0:
+            x = layers.Dropout(config.dropout, name=f"lstm_dropout_{i}")(x)
+    if config.dense_units:
+        x = layers.Dense(config.dense_units, activation="relu", name="hidden")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"{config.architecture}_len{max_len}")

@@ -1,0 +1,50 @@
+"""Shared fixtures: the data directory holding the real datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``$CLASSIFIER_DATA_DIR``, else ``../shared/datasets`` beside the repository (CI layout)."""
+    chosen = os.environ.get("CLASSIFIER_DATA_DIR") or str(REPO.parent / "shared" / "datasets")
+    path = Path(chosen)
+    if not (path / "bbc" / "bbc-text.csv").is_file():
+        pytest.fail(
+            f"datasets not found in {path}: set CLASSIFIER_DATA_DIR to the folder holding bbc/",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def bbc_csv(data_dir: Path) -> Path:
+    return data_dir / "bbc" / "bbc-text.csv"
+
+
+@pytest.fixture(scope="session")
+def bbc_bundle(bbc_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small BiLSTM trained for a few epochs on the real BBC News train split (model dir)."""
+    from model import NetworkConfig, SequenceConfig, TextConfig
+    from training.data import load_csv
+    from training.fit import TrainingConfig, fit
+
+    out = tmp_path_factory.mktemp("models") / "bbc"
+    fit(
+        load_csv(bbc_csv, "text", "category"),
+        out,
+        TextConfig(),
+        SequenceConfig(max_len=120),
+        NetworkConfig(embedding_dim=32, lstm_units=(16,), dense_units=16, dropout=0.2),
+        num_words=3000,
+        training=TrainingConfig(epochs=3, batch_size=64, patience=3),
+        verbose=0,
+    )
+    return out

@@ -1,0 +1,100 @@
+import base64
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from consumer.records import InvalidRecord, RawRecord, dead_letter, parse_input
+from schemas import DeadLetter, EncodedBytes, ErrorCode, InputMessage, Prediction
+
+
+def record(value: bytes | None, key: bytes | None = b"k1") -> RawRecord:
+    return RawRecord(
+        topic="articles", partition=2, offset=17, key=key, value=value,
+        headers=(("trace", b"abc"), ("bin", b"\xff\x00"), ("empty", None)),
+        timestamp_ms=1_795_000_000_123,
+    )
+
+
+def test_valid_message_with_optional_and_unknown_fields() -> None:
+    msg = InputMessage.model_validate_json(
+        '{"id": "a1", "text": "Shares rose", "title": "Markets", "lang": "en",'
+        ' "metadata": {"feed": 3}, "schema_hint": "tolerated"}'
+    )
+    assert msg.id == "a1"
+    assert msg.document == "Markets Shares rose"
+    assert msg.metadata == {"feed": 3}
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ({"text": "no id"}, "id"),
+        ({"id": "a"}, "text"),
+        ({"id": "a", "text": ""}, "text"),
+        ({"id": "a", "text": " \n\t "}, "text"),
+        ({"id": 7, "text": "numeric id is not coerced"}, "id"),
+        ({"id": "a", "text": ["not", "a", "string"]}, "text"),
+        ({"id": "a", "text": "x", "metadata": "not-an-object"}, "metadata"),
+    ],
+)
+def test_invalid_messages_are_rejected_naming_the_field(payload: dict[str, object], where: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        InputMessage.model_validate(payload)
+    assert info.value.errors()[0]["loc"][0] == where
+
+
+def test_prediction_enforces_probability_range() -> None:
+    base = {
+        "id": "a", "label": "sport", "top_k": [], "model_version": "v",
+        "source": {"topic": "t", "partition": 0, "offset": 0},
+        "input_timestamp": None, "produced_at": "2026-11-21T00:00:00Z", "latency_ms": 1.0,
+    }
+    Prediction.model_validate({**base, "confidence": 0.5})
+    with pytest.raises(ValidationError):
+        Prediction.model_validate({**base, "confidence": 1.5})
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        (None, ErrorCode.NULL_VALUE),
+        (b"\xff\xfe{}", ErrorCode.NOT_UTF8),
+        (b'{"id": "a", "text": ', ErrorCode.INVALID_JSON),
+        (b'["id", "text"]', ErrorCode.NOT_AN_OBJECT),
+        (b'{"id": "a", "text": "   "}', ErrorCode.SCHEMA_VIOLATION),
+        (b'{"id": "a"}', ErrorCode.SCHEMA_VIOLATION),
+    ],
+)
+def test_parse_input_classifies_each_failure(value: bytes | None, code: ErrorCode) -> None:
+    with pytest.raises(InvalidRecord) as info:
+        parse_input(record(value))
+    assert info.value.code is code
+    assert info.value.reason
+
+
+def test_parse_input_accepts_a_good_record() -> None:
+    msg = parse_input(record(json.dumps({"id": "x", "text": "hello"}).encode()))
+    assert msg.text == "hello"
+
+
+def test_dead_letter_keeps_original_bytes_key_headers_and_coordinates() -> None:
+    raw = b"\xff\xfenot utf8"
+    letter = dead_letter(record(raw, key=b"\x00key"), ErrorCode.NOT_UTF8, "bad bytes")
+    wire = DeadLetter.model_validate_json(letter.model_dump_json())
+    assert wire.value is not None and wire.value.encoding == "base64"
+    assert wire.value.to_bytes() == raw
+    assert wire.key is not None and wire.key.to_bytes() == b"\x00key"
+    assert [(h.key, None if h.value is None else h.value.to_bytes()) for h in wire.headers] == [
+        ("trace", b"abc"), ("bin", b"\xff\x00"), ("empty", None),
+    ]
+    assert (wire.source.topic, wire.source.partition, wire.source.offset) == ("articles", 2, 17)
+    assert wire.error_code is ErrorCode.NOT_UTF8
+    assert wire.input_timestamp is not None
+    assert int(wire.input_timestamp.timestamp() * 1000) == 1_795_000_000_123
+
+
+def test_encoded_bytes_uses_text_when_utf8() -> None:
+    assert EncodedBytes.from_bytes("héllo".encode()) == EncodedBytes(encoding="utf-8", data="héllo")
+    b = EncodedBytes.from_bytes(b"\x80")
+    assert b.data == base64.b64encode(b"\x80").decode()
