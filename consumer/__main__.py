@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ INFO lines out of the JSON logs
+os.environ.setdefault(
+    "TF_CPP_MIN_LOG_LEVEL", "2"
+)  # keep TensorFlow's C++ INFO lines out of the JSON logs
 
 import signal
 import sys
@@ -54,7 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BundleError, StartupError) as exc:
         log.error("startup_failed", error=str(exc))
         return 2
-    log.info("model_loaded", model_version=bundle.version, path=str(bundle.path), labels=bundle.labels)
+    log.info(
+        "model_loaded", model_version=bundle.version, path=str(bundle.path), labels=bundle.labels
+    )
 
     service = ClassifierService(
         settings, bundle, Consumer(consumer_config(settings)), Producer(producer_config(settings))

@@ -57,7 +57,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
             missing and ``create_topics`` is off, or creating a topic failed.
     """
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(admin_config(settings))
     wanted = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]

@@ -61,7 +61,7 @@ class RawRecord:
         return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
 
 
-class InvalidRecord(Exception):
+class InvalidRecordError(Exception):
     """A record that cannot be classified; carries the dead-letter error code and reason."""
 
     def __init__(self, code: ErrorCode, reason: str) -> None:
@@ -82,29 +82,30 @@ def parse_input(record: RawRecord) -> InputMessage:
     """Validate a record's value against the input schema.
 
     Raises:
-        InvalidRecord: null value, bytes that are not UTF-8, invalid JSON, JSON that is not
+        InvalidRecordError: null value, bytes that are not UTF-8, invalid JSON, JSON that is not
             an object, or an object that violates :class:`schemas.InputMessage`.
     """
     if record.value is None:
-        raise InvalidRecord(ErrorCode.NULL_VALUE, "message value is null (tombstone)")
+        raise InvalidRecordError(ErrorCode.NULL_VALUE, "message value is null (tombstone)")
     try:
         text = record.value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidRecord(
+        raise InvalidRecordError(
             ErrorCode.NOT_UTF8, f"value is not valid UTF-8 (byte {exc.start}: {exc.reason})"
         ) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidRecord(ErrorCode.INVALID_JSON, f"value is not valid JSON: {exc}") from None
+        reason = f"value is not valid JSON: {exc}"
+        raise InvalidRecordError(ErrorCode.INVALID_JSON, reason) from None
     if not isinstance(obj, dict):
-        raise InvalidRecord(
+        raise InvalidRecordError(
             ErrorCode.NOT_AN_OBJECT, f"value must be a JSON object, got {type(obj).__name__}"
         )
     try:
         return InputMessage.model_validate(obj)
     except ValidationError as exc:
-        raise InvalidRecord(ErrorCode.SCHEMA_VIOLATION, _describe(exc)) from None
+        raise InvalidRecordError(ErrorCode.SCHEMA_VIOLATION, _describe(exc)) from None
 
 
 def dead_letter(record: RawRecord, code: ErrorCode, reason: str) -> DeadLetter:

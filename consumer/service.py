@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from consumer.records import InvalidRecord, RawRecord, dead_letter, parse_input
+from consumer.records import InvalidRecordError, RawRecord, dead_letter, parse_input
 from consumer.settings import Settings
 from schemas import ClassProbability, ErrorCode, InputMessage, Prediction
 
@@ -34,7 +34,9 @@ class Classifier(Protocol):
         """``len(texts)`` texts → ``(batch, n_classes) float32`` probabilities."""
         ...
 
-    def top_k(self, probabilities: npt.NDArray[np.float32], k: int) -> list[list[tuple[str, float]]]:
+    def top_k(
+        self, probabilities: npt.NDArray[np.float32], k: int
+    ) -> list[list[tuple[str, float]]]:
         """Top ``k`` (label, probability) pairs per row, highest first."""
         ...
 
@@ -60,8 +62,10 @@ class ClassifierService:
     Args:
         settings: Validated settings.
         classifier: The loaded model bundle.
-        consumer: ``confluent_kafka.Consumer`` configured by :func:`consumer.clients.consumer_config`.
-        producer: ``confluent_kafka.Producer`` configured by :func:`consumer.clients.producer_config`.
+        consumer: ``confluent_kafka.Consumer`` built from
+            :func:`consumer.clients.consumer_config`.
+        producer: ``confluent_kafka.Producer`` built from
+            :func:`consumer.clients.producer_config`.
     """
 
     def __init__(self, settings: Settings, classifier: Classifier, consumer: Any, producer: Any):
@@ -88,7 +92,10 @@ class ClassifierService:
         """
         s = self.settings
         self._consumer.subscribe(
-            [s.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            [s.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self._log.info(
             "consumer_started",
@@ -132,11 +139,11 @@ class ClassifierService:
         records = self._records(messages)
         if not records:
             return
-        parsed: list[InputMessage | InvalidRecord] = []
+        parsed: list[InputMessage | InvalidRecordError] = []
         for record in records:
             try:
                 parsed.append(parse_input(record))
-            except InvalidRecord as exc:
+            except InvalidRecordError as exc:
                 parsed.append(exc)
         valid = [p for p in parsed if isinstance(p, InputMessage)]
         started = time.perf_counter()
@@ -145,7 +152,7 @@ class ClassifierService:
 
         n_pred = n_dead = 0
         for record, item in zip(records, parsed, strict=True):
-            if isinstance(item, InvalidRecord):
+            if isinstance(item, InvalidRecordError):
                 self._dead_letter(record, item.code, item.reason)
                 n_dead += 1
                 continue
@@ -245,7 +252,9 @@ class ClassifierService:
 
     def _dead_letter(self, record: RawRecord, code: ErrorCode, reason: str) -> None:
         letter = dead_letter(record, code, reason)
-        self._produce(self.settings.dead_letter_topic, record.key, letter.model_dump_json().encode())
+        self._produce(
+            self.settings.dead_letter_topic, record.key, letter.model_dump_json().encode()
+        )
         self.counters.by_error[code.value] = self.counters.by_error.get(code.value, 0) + 1
         self._log.warning(
             "dead_lettered",
@@ -308,4 +317,3 @@ class ClassifierService:
 
 def _describe(partitions: list[Any]) -> list[str]:
     return [f"{p.topic}[{p.partition}]" for p in partitions]
-

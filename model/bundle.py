@@ -105,7 +105,7 @@ class Bundle:
         return self.manifest.labels
 
     def predict_ids(self, ids: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
-        """Class probabilities of ``(batch, seq_len) int32`` ids → ``(batch, n_classes) float32``."""
+        """Map ``(batch, seq_len) int32`` ids to ``(batch, n_classes) float32`` probabilities."""
         import keras
 
         if len(ids) == 0:
@@ -120,7 +120,9 @@ class Bundle:
         """Class probabilities of raw texts → ``(batch, n_classes) float32``, rows sum to 1."""
         return self.predict_ids(self.pipeline.encode(texts))
 
-    def top_k(self, probabilities: npt.NDArray[np.float32], k: int) -> list[list[tuple[str, float]]]:
+    def top_k(
+        self, probabilities: npt.NDArray[np.float32], k: int
+    ) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable ``(label, probability)`` pairs per row, highest first."""
         k = min(k, len(self.labels))
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
@@ -191,7 +193,8 @@ def load_bundle(path: Path | str) -> Bundle:
     embedding_rows = model.get_layer("embedding").input_dim
     if vocabulary.size > embedding_rows:
         raise BundleError(
-            f"bundle {version_dir}: vocabulary has {vocabulary.size} ids, embedding {embedding_rows}"
+            f"bundle {version_dir}: vocabulary has {vocabulary.size} ids, "
+            f"the embedding only {embedding_rows}"
         )
     pipeline = TextPipeline(manifest.text, manifest.sequence, vocabulary)
     return Bundle(version_dir, manifest, pipeline, model)

@@ -7,9 +7,12 @@ Dense(n_classes, softmax)`` on sequences of 200 ids.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    import keras
 
 Architecture = Literal["lstm", "bilstm", "stacked-lstm", "stacked-bilstm"]
 
@@ -48,7 +51,9 @@ class NetworkConfig(BaseModel):
         return self
 
 
-def build_model(config: NetworkConfig, vocab_size: int, num_classes: int, max_len: int):  # type: ignore[no-untyped-def]
+def build_model(
+    config: NetworkConfig, vocab_size: int, num_classes: int, max_len: int
+) -> keras.Model:
     """Build an uncompiled Keras model.
 
     Args:

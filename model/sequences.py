@@ -30,7 +30,9 @@ class SequenceConfig(BaseModel):
     truncating: Side = "post"
 
 
-def pad_sequences(sequences: Sequence[Sequence[int]], config: SequenceConfig) -> npt.NDArray[np.int32]:
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], config: SequenceConfig
+) -> npt.NDArray[np.int32]:
     """Pad/truncate id sequences into a ``(batch, max_len) int32`` matrix.
 
     Same result as ``keras.utils.pad_sequences(sequences, maxlen=max_len, dtype="int32",

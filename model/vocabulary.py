@@ -52,7 +52,9 @@ class Vocabulary:
             ValueError: if ``num_words < 3``.
         """
         if num_words < 3:
-            raise ValueError(f"num_words must be at least 3 (padding, OOV, one word), got {num_words}")
+            raise ValueError(
+                f"num_words must be at least 3 (padding, OOV, one word), got {num_words}"
+            )
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)

@@ -156,7 +156,7 @@ class Header(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A message the service could not classify (value of a message on the dead-letter topic).
+    r"""A message the service could not classify (value of a message on the dead-letter topic).
 
     Carries everything needed to inspect, fix and replay the original: its exact bytes,
     key, headers and source coordinates, plus an error code and a human-readable reason.

@@ -95,7 +95,9 @@ def named_dataset_path(name: str, data_dir: str | Path | None) -> tuple[Path, Na
     return path, spec
 
 
-def load_csv(path: str | Path, text_column: str, label_column: str, delimiter: str = ",") -> TextDataset:
+def load_csv(
+    path: str | Path, text_column: str, label_column: str, delimiter: str = ","
+) -> TextDataset:
     """Read a CSV (with a header row) of texts and labels.
 
     Raises:

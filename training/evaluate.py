@@ -34,7 +34,7 @@ def evaluate(
     y_pred = probabilities.argmax(axis=1)
     ids = list(range(len(labels)))
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=ids, zero_division=0)),
         "labels": list(labels),
@@ -50,8 +50,10 @@ def evaluate(
 
 def format_confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> str:
     """Render a confusion matrix as an aligned text table (rows = true, columns = predicted)."""
-    width = max(max(len(label) for label in labels), max(len(str(v)) for r in matrix for v in r)) + 1
-    header = " " * width + "".join(f"{label[:width - 1]:>{width}}" for label in labels)
+    width = (
+        max(max(len(label) for label in labels), max(len(str(v)) for r in matrix for v in r)) + 1
+    )
+    header = " " * width + "".join(f"{label[: width - 1]:>{width}}" for label in labels)
     lines = [header]
     for label, row in zip(labels, matrix, strict=True):
         lines.append(f"{label:>{width}}" + "".join(f"{v:>{width}}" for v in row))

@@ -83,7 +83,7 @@ def fit(
     sequence: SequenceConfig,
     network: NetworkConfig,
     num_words: int = 5000,
-    training: TrainingConfig = TrainingConfig(),  # noqa: B008 (frozen dataclass)
+    training: TrainingConfig = TrainingConfig(),
     verbose: int = 2,
 ) -> FitResult:
     """Train on ``dataset`` and write a bundle version under ``output``.
@@ -174,7 +174,9 @@ def _units(value: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in value.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {value!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults_net.architecture,
     )
     n.add_argument("--embedding-dim", type=int, default=defaults_net.embedding_dim)
-    n.add_argument("--lstm-units", type=_units, default=defaults_net.lstm_units, help="e.g. 64 or 50,60")
+    n.add_argument(
+        "--lstm-units", type=_units, default=defaults_net.lstm_units, help="e.g. 64 or 50,60"
+    )
     n.add_argument("--dropout", type=float, default=defaults_net.dropout)
     n.add_argument("--dense-units", type=int, default=defaults_net.dense_units, help="0 for none")
     t = p.add_argument_group("training")
@@ -234,8 +238,10 @@ def load_dataset(args: argparse.Namespace) -> TextDataset:
     if args.limit:
         keep = stratified_subsample(dataset.labels, args.limit, args.seed)
         dataset = TextDataset(
-            [dataset.texts[i] for i in keep], [dataset.labels[i] for i in keep],
-            dataset.source, dataset.sha256,
+            [dataset.texts[i] for i in keep],
+            [dataset.labels[i] for i in keep],
+            dataset.source,
+            dataset.sha256,
         )
     return dataset
 

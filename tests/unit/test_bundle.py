@@ -30,7 +30,8 @@ def test_bundle_has_everything_serving_needs(bbc_bundle: Path) -> None:
     assert manifest["sequence"]["max_len"] == 120
     assert manifest["text"]["remove_stopwords"] is True
     metrics = json.loads((version_dir / "metrics.json").read_text())
-    assert metrics["n"] == 445 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["n"] == 445
+    assert 0.0 <= metrics["accuracy"] <= 1.0
     assert np.array(metrics["confusion_matrix"]).sum() == 445
     assert not list(bbc_bundle.glob(".tmp-*")), "temporary directories must not remain"
 
@@ -38,7 +39,8 @@ def test_bundle_has_everything_serving_needs(bbc_bundle: Path) -> None:
 def test_round_trip_gives_identical_probabilities(bbc_bundle: Path) -> None:
     bundle = load_bundle(bbc_bundle)
     first = bundle.predict_proba(TEXTS)
-    assert first.shape == (4, 5) and first.dtype == np.float32
+    assert first.shape == (4, 5)
+    assert first.dtype == np.float32
     np.testing.assert_allclose(first.sum(axis=1), 1.0, rtol=1e-5)
     again = load_bundle(bundle.path).predict_proba(TEXTS)
     np.testing.assert_array_equal(first, again)
@@ -57,7 +59,9 @@ def test_fresh_process_reproduces_the_probabilities(bbc_bundle: Path, tmp_path: 
     np.testing.assert_allclose(np.load(out), expected, rtol=0, atol=1e-6)
 
 
-def test_held_out_split_rescored_from_bundle_matches_metrics(bbc_bundle: Path, bbc_csv: Path) -> None:
+def test_held_out_split_rescored_from_bundle_matches_metrics(
+    bbc_bundle: Path, bbc_csv: Path
+) -> None:
     bundle = load_bundle(bbc_bundle)
     split = json.loads((bundle.path / SPLIT_FILE).read_text())
     data = load_csv(bbc_csv, "text", "category")
@@ -82,19 +86,19 @@ def test_corrupt_file_is_refused(bbc_bundle: Path, tmp_path: Path) -> None:
     version = _copy_version(bbc_bundle, tmp_path)
     with (version / VOCABULARY_FILE).open("a") as f:
         f.write(" ")
-    with pytest.raises(BundleError, match="corrupt: sha256 of vocabulary.json"):
+    with pytest.raises(BundleError, match=r"corrupt: sha256 of vocabulary\.json"):
         load_bundle(version)
 
 
 def test_missing_file_is_refused(bbc_bundle: Path, tmp_path: Path) -> None:
     version = _copy_version(bbc_bundle, tmp_path)
     (version / MODEL_FILE).unlink()
-    with pytest.raises(BundleError, match="incomplete: model.keras is missing"):
+    with pytest.raises(BundleError, match=r"incomplete: model\.keras is missing"):
         load_bundle(version)
 
 
 def test_missing_bundle_says_how_to_train(tmp_path: Path) -> None:
-    with pytest.raises(BundleError, match="python -m training.fit"):
+    with pytest.raises(BundleError, match=r"python -m training\.fit"):
         load_bundle(tmp_path)
 
 

@@ -4,13 +4,17 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from consumer.records import InvalidRecord, RawRecord, dead_letter, parse_input
+from consumer.records import InvalidRecordError, RawRecord, dead_letter, parse_input
 from schemas import DeadLetter, EncodedBytes, ErrorCode, InputMessage, Prediction
 
 
 def record(value: bytes | None, key: bytes | None = b"k1") -> RawRecord:
     return RawRecord(
-        topic="articles", partition=2, offset=17, key=key, value=value,
+        topic="articles",
+        partition=2,
+        offset=17,
+        key=key,
+        value=value,
         headers=(("trace", b"abc"), ("bin", b"\xff\x00"), ("empty", None)),
         timestamp_ms=1_795_000_000_123,
     )
@@ -38,17 +42,24 @@ def test_valid_message_with_optional_and_unknown_fields() -> None:
         ({"id": "a", "text": "x", "metadata": "not-an-object"}, "metadata"),
     ],
 )
-def test_invalid_messages_are_rejected_naming_the_field(payload: dict[str, object], where: str) -> None:
+def test_invalid_messages_are_rejected_naming_the_field(
+    payload: dict[str, object], where: str
+) -> None:
     with pytest.raises(ValidationError) as info:
         InputMessage.model_validate(payload)
     assert info.value.errors()[0]["loc"][0] == where
 
 
 def test_prediction_enforces_probability_range() -> None:
-    base = {
-        "id": "a", "label": "sport", "top_k": [], "model_version": "v",
+    base: dict[str, object] = {
+        "id": "a",
+        "label": "sport",
+        "top_k": [],
+        "model_version": "v",
         "source": {"topic": "t", "partition": 0, "offset": 0},
-        "input_timestamp": None, "produced_at": "2026-11-21T00:00:00Z", "latency_ms": 1.0,
+        "input_timestamp": None,
+        "produced_at": "2026-11-21T00:00:00Z",
+        "latency_ms": 1.0,
     }
     Prediction.model_validate({**base, "confidence": 0.5})
     with pytest.raises(ValidationError):
@@ -67,7 +78,7 @@ def test_prediction_enforces_probability_range() -> None:
     ],
 )
 def test_parse_input_classifies_each_failure(value: bytes | None, code: ErrorCode) -> None:
-    with pytest.raises(InvalidRecord) as info:
+    with pytest.raises(InvalidRecordError) as info:
         parse_input(record(value))
     assert info.value.code is code
     assert info.value.reason
@@ -82,11 +93,15 @@ def test_dead_letter_keeps_original_bytes_key_headers_and_coordinates() -> None:
     raw = b"\xff\xfenot utf8"
     letter = dead_letter(record(raw, key=b"\x00key"), ErrorCode.NOT_UTF8, "bad bytes")
     wire = DeadLetter.model_validate_json(letter.model_dump_json())
-    assert wire.value is not None and wire.value.encoding == "base64"
+    assert wire.value is not None
+    assert wire.value.encoding == "base64"
     assert wire.value.to_bytes() == raw
-    assert wire.key is not None and wire.key.to_bytes() == b"\x00key"
+    assert wire.key is not None
+    assert wire.key.to_bytes() == b"\x00key"
     assert [(h.key, None if h.value is None else h.value.to_bytes()) for h in wire.headers] == [
-        ("trace", b"abc"), ("bin", b"\xff\x00"), ("empty", None),
+        ("trace", b"abc"),
+        ("bin", b"\xff\x00"),
+        ("empty", None),
     ]
     assert (wire.source.topic, wire.source.partition, wire.source.offset) == ("articles", 2, 17)
     assert wire.error_code is ErrorCode.NOT_UTF8

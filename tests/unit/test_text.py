@@ -16,7 +16,14 @@ def test_digits_to_zero_is_optional() -> None:
 
 def test_tokenise_splits_on_keras_filters_and_keeps_apostrophes() -> None:
     config = TextConfig(remove_stopwords=False)
-    assert tokenise("U.K. firm's (shares) fell: 5%!", config) == ["u", "k", "firm's", "shares", "fell", "5"]
+    assert tokenise("U.K. firm's (shares) fell: 5%!", config) == [
+        "u",
+        "k",
+        "firm's",
+        "shares",
+        "fell",
+        "5",
+    ]
 
 
 def test_stopwords_removed_including_contractions() -> None:

@@ -52,8 +52,10 @@ SEQS = [[1, 2, 3, 4, 5], [7, 8], []]
         ("pre", "pre", [[3, 4, 5], [0, 7, 8], [0, 0, 0]]),
     ],
 )
-def test_padding_and_truncation_sides(padding: str, truncating: str, expected: list[list[int]]) -> None:
-    config = SequenceConfig(max_len=3, padding=padding, truncating=truncating)  # type: ignore[arg-type]
+def test_padding_and_truncation_sides(
+    padding: str, truncating: str, expected: list[list[int]]
+) -> None:
+    config = SequenceConfig(max_len=3, padding=padding, truncating=truncating)
     out = pad_sequences(SEQS, config)
     assert out.dtype == np.int32
     assert out.tolist() == expected
@@ -65,7 +67,7 @@ def test_pad_sequences_matches_keras(side: str) -> None:
 
     rng = np.random.default_rng(0)
     seqs = [list(rng.integers(1, 50, size=n)) for n in rng.integers(0, 12, size=40)]
-    config = SequenceConfig(max_len=7, padding=side, truncating=side)  # type: ignore[arg-type]
+    config = SequenceConfig(max_len=7, padding=side, truncating=side)
     expected = keras.utils.pad_sequences(seqs, maxlen=7, padding=side, truncating=side, value=0)
     np.testing.assert_array_equal(pad_sequences(seqs, config), expected)
 
