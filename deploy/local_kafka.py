@@ -1,0 +1,764 @@
+#!/usr/bin/env python3
+"""Run a single-node Apache Kafka broker (KRaft mode) locally, without Docker.
+
+The official Apache Kafka jars are resolved from Maven Central with Maven
+(``deploy/kafka/pom.xml``) and the broker is started directly with ``java``, so
+the only requirements are Java 17+ and, the first time, Maven 3.
+
+Usage::
+
+    python deploy/local_kafka.py start [--port 9092] [--state-dir .kafka] [--timeout 90]
+    python deploy/local_kafka.py status [--state-dir .kafka]
+    python deploy/local_kafka.py stop [--state-dir .kafka] [--wipe]
+
+``start`` prints the bootstrap servers string (``127.0.0.1:<port>``) as the last
+line on stdout, so ``BOOTSTRAP=$(python deploy/local_kafka.py start | tail -n1)``
+works. Progress and errors go to stderr.
+
+The broker binds ``127.0.0.1:<port>`` (clients) and ``127.0.0.1:<port + 1>``
+(KRaft controller). Everything lives in the state directory::
+
+    <state>/libs-<version>/   broker jars (copied from ~/.m2 by Maven)
+    <state>/data/             log.dirs (topics, KRaft metadata log, meta.properties)
+    <state>/server.properties broker configuration (rewritten on every start)
+    <state>/log4j2.yaml       logging configuration
+    <state>/broker.log        broker log (the previous run's is kept as broker.log.1)
+    <state>/broker.pid        pid of the running broker
+
+The module can also be imported (e.g. by a pytest fixture): see :func:`start`,
+:func:`stop`, :func:`is_running` and :func:`find_free_port_pair`. It uses only
+the Python standard library and targets Linux and macOS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+KAFKA_VERSION = "4.1.1"
+"""Apache Kafka version; must equal ``kafka.version`` in ``deploy/kafka/pom.xml``."""
+
+DEPLOY_DIR = Path(__file__).resolve().parent
+POM_PATH = DEPLOY_DIR / "kafka" / "pom.xml"
+DEFAULT_STATE_DIR = DEPLOY_DIR.parent / ".kafka"
+DEFAULT_PORT = 9092
+DEFAULT_START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+HOST = "127.0.0.1"
+MIN_JAVA_MAJOR = 17
+STARTED_MARKER = "Kafka Server started"
+JVM_HEAP_OPTS = ("-Xms256m", "-Xmx768m")
+
+_MAIN_CLASS = "kafka.Kafka"
+_CONFIG_DUMP_LINE = re.compile(r"^\t[\w.\-]+ = ")
+_POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+
+log = logging.getLogger("local_kafka")
+
+# Brokers launched by this Python process, so that ``stop`` can reap them
+# (a finished child would otherwise linger as a zombie that still "exists").
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class LocalKafkaError(RuntimeError):
+    """A local broker could not be started, stopped or inspected."""
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _libs_dir(state_dir: Path) -> Path:
+    return state_dir / f"libs-{KAFKA_VERSION}"
+
+
+def _data_dir(state_dir: Path) -> Path:
+    return state_dir / "data"
+
+
+def _pid_file(state_dir: Path) -> Path:
+    return state_dir / "broker.pid"
+
+
+def _log_file(state_dir: Path) -> Path:
+    return state_dir / "broker.log"
+
+
+def _server_properties(state_dir: Path) -> Path:
+    return state_dir / "server.properties"
+
+
+def _log4j_config(state_dir: Path) -> Path:
+    return state_dir / "log4j2.yaml"
+
+
+# ------------------------------------------------------------------ version pinning
+
+
+def pom_kafka_version(pom: Path = POM_PATH) -> str:
+    """Return the ``kafka.version`` property declared in the Maven POM.
+
+    Raises:
+        LocalKafkaError: If the POM is missing or declares no ``kafka.version``.
+
+    """
+    try:
+        root = ET.parse(pom).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise LocalKafkaError(f"cannot read {pom}: {exc}") from exc
+    node = root.find("m:properties/m:kafka.version", _POM_NS)
+    if node is None or not (node.text or "").strip():
+        raise LocalKafkaError(f"{pom} declares no <kafka.version> property")
+    return (node.text or "").strip()
+
+
+def check_pom_version(pom: Path = POM_PATH) -> None:
+    """Fail unless the POM pins the same Kafka version as :data:`KAFKA_VERSION`.
+
+    Raises:
+        LocalKafkaError: If the versions differ.
+
+    """
+    declared = pom_kafka_version(pom)
+    if declared != KAFKA_VERSION:
+        raise LocalKafkaError(
+            f"{pom} pins kafka.version={declared} but {Path(__file__).name} has "
+            f"KAFKA_VERSION={KAFKA_VERSION}; keep them (and docker-compose.yml) in step"
+        )
+
+
+# ------------------------------------------------------------------ prerequisites
+
+
+def _java_executable() -> str:
+    """Return the ``java`` to use ($JAVA_HOME first, then PATH), checking it is 17+."""
+    java: str | None = None
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        java = str(Path(java_home) / "bin" / "java")
+    else:
+        java = shutil.which("java")
+    if java is None:
+        raise LocalKafkaError(
+            "`java` was not found on PATH (nor in $JAVA_HOME/bin). Install a Java "
+            f"{MIN_JAVA_MAJOR}+ runtime, e.g. `apt-get install openjdk-17-jre-headless` "
+            "or `brew install openjdk@17`, or set JAVA_HOME."
+        )
+    proc = subprocess.run(
+        [java, "-version"], capture_output=True, text=True, check=False, timeout=60
+    )
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', proc.stderr + proc.stdout)
+    if match is None:
+        raise LocalKafkaError(f"cannot tell the version of {java}: {proc.stderr.strip()}")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0_402" style
+        major = int(match.group(2))
+    if major < MIN_JAVA_MAJOR:
+        raise LocalKafkaError(
+            f"{java} is Java {major}; Apache Kafka {KAFKA_VERSION} needs Java "
+            f"{MIN_JAVA_MAJOR}+. Install e.g. openjdk-17-jre-headless or set JAVA_HOME."
+        )
+    return java
+
+
+def _maven_executable() -> str:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalKafkaError(
+            "`mvn` was not found on PATH; it is needed once to fetch the Kafka jars "
+            "from Maven Central. Install Apache Maven 3, e.g. `apt-get install maven` "
+            "or `brew install maven`."
+        )
+    return mvn
+
+
+def _has_jars(libs: Path) -> bool:
+    return (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file() and (
+        libs / f"kafka-clients-{KAFKA_VERSION}.jar"
+    ).is_file()
+
+
+def resolve_jars(state_dir: Path) -> Path:
+    """Copy the broker's runtime jars into ``<state>/libs-<version>`` unless present.
+
+    Maven downloads into its own cache (``~/.m2``) the first time; later runs are
+    offline copies. The copy goes to a temporary folder renamed at the end, so an
+    interrupted run never leaves a half-filled libs folder behind.
+
+    Returns:
+        The libs folder.
+
+    Raises:
+        LocalKafkaError: If Maven is missing or fails.
+
+    """
+    libs = _libs_dir(state_dir)
+    if _has_jars(libs):
+        return libs
+    mvn = _maven_executable()
+    tmp = state_dir / f".libs-{KAFKA_VERSION}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("resolving Apache Kafka %s jars with Maven into %s", KAFKA_VERSION, libs)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}", "-DincludeScope=runtime",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not _has_jars(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+        output = (proc.stdout + proc.stderr).strip()[-4000:]
+        raise LocalKafkaError(
+            f"Maven could not resolve the Kafka jars (exit {proc.returncode}): "
+            f"{' '.join(cmd)}\n{output}"
+        )
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    return libs
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def _server_properties_text(state_dir: Path, port: int) -> str:
+    controller_port = port + 1
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "log.dirs": _data_dir(state_dir).as_posix(),
+        "num.partitions": "3",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+    }
+    lines = [
+        f"# Written by deploy/local_kafka.py for Apache Kafka {KAFKA_VERSION} (on each start)."
+    ]
+    lines += [f"{key}={value}" for key, value in props.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _log4j_yaml_text(state_dir: Path) -> str:
+    # json.dumps gives a valid double-quoted YAML scalar for any path.
+    log_path = json.dumps(_log_file(state_dir).as_posix())
+    return f"""\
+# Written by deploy/local_kafka.py: broker log at INFO to a single file.
+Configuration:
+  Appenders:
+    File:
+      name: BrokerFile
+      fileName: {log_path}
+      append: true
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: BrokerFile
+    Logger:
+      - name: kafka.request.logger
+        level: WARN
+        additivity: false
+        AppenderRef:
+          - ref: BrokerFile
+      - name: org.apache.kafka.raft.KafkaRaftClient
+        level: WARN
+"""
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    props: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            line = raw.strip()
+            if line and not line.startswith(("#", "!")) and "=" in line:
+                key, _, value = line.partition("=")
+                props[key.strip()] = value.strip()
+    return props
+
+
+def _configured_port(state_dir: Path) -> int | None:
+    """Return the client port written in ``<state>/server.properties``, if any."""
+    listeners = _read_properties(_server_properties(state_dir)).get("advertised.listeners", "")
+    match = re.search(r"PLAINTEXT://[^:,]+:(\d+)", listeners)
+    return int(match.group(1)) if match else None
+
+
+def _random_cluster_id() -> str:
+    """Return a random cluster id: URL-safe base64 of a UUID4, without padding.
+
+    Like Kafka's own ``Uuid.randomUuid()``, ids starting with ``-`` are redrawn:
+    the storage tool's argument parser would take them for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _format_storage(java: str, libs: Path, state_dir: Path) -> None:
+    """Format the KRaft log dir with a fresh random cluster id (once per data dir)."""
+    if (_data_dir(state_dir) / "meta.properties").is_file():
+        return
+    cluster_id = _random_cluster_id()
+    log.info("formatting %s (cluster id %s)", _data_dir(state_dir), cluster_id)
+    cmd = [
+        java, "-cp", f"{libs}/*",
+        f"-Dlog4j2.configurationFile={_log4j_config(state_dir)}",
+        "kafka.tools.StorageTool", "format",
+        f"--cluster-id={cluster_id}", "--config", str(_server_properties(state_dir)),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    if proc.returncode != 0:
+        raise LocalKafkaError(
+            f"kafka-storage format failed (exit {proc.returncode}):\n"
+            f"{(proc.stdout + proc.stderr).strip()[-4000:]}"
+        )
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _pid_alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pid_cmdline(pid: int) -> str:
+    proc_file = Path(f"/proc/{pid}/cmdline")
+    if proc_file.parent.is_dir():
+        try:
+            return proc_file.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+    proc = subprocess.run(
+        ["ps", "-ww", "-o", "command=", "-p", str(pid)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return proc.stdout.strip()
+
+
+def _broker_pid(state_dir: Path) -> int | None:
+    """Return the pid of this state dir's live broker, or None (removing a stale pid file)."""
+    pid_file = _pid_file(state_dir)
+    try:
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    cmdline = _pid_cmdline(pid) if _pid_alive(pid) else ""
+    if _MAIN_CLASS in cmdline and str(_server_properties(state_dir)) in cmdline:
+        return pid
+    log.info("removing stale pid file %s (pid %d is not this broker)", pid_file, pid)
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    """Serialise start/stop on one state dir across processes."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def find_free_port_pair() -> int:
+    """Return a port P such that P and P + 1 are both free on 127.0.0.1.
+
+    Raises:
+        LocalKafkaError: If no such pair turns up after many tries.
+
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port < 65535 and _port_free(port) and _port_free(port + 1):
+            return port
+    raise LocalKafkaError("could not find two consecutive free ports on 127.0.0.1")
+
+
+def _log_tail(state_dir: Path, lines: int = 40) -> str:
+    try:
+        text = _log_file(state_dir).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no broker log)"
+    # Leave out the long "KafkaConfig values:" dump (one tab-indented "key = value" per line).
+    kept = [line for line in text.splitlines() if not _CONFIG_DUMP_LINE.match(line)]
+    return "\n".join(kept[-lines:])
+
+
+# ------------------------------------------------------------------ protocol probe
+
+
+class _Reader:
+    """Minimal big-endian reader for Kafka protocol responses."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def _take(self, fmt: str) -> int:
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return int(value)
+
+    def int16(self) -> int:
+        return self._take(">h")
+
+    def int32(self) -> int:
+        return self._take(">i")
+
+    def string(self) -> str | None:
+        length = self.int16()
+        if length < 0:
+            return None
+        value = self.data[self.pos : self.pos + length].decode("utf-8")
+        self.pos += length
+        return value
+
+
+def _kafka_request(
+    sock: socket.socket, api_key: int, version: int, correlation_id: int, body: bytes
+) -> _Reader:
+    """Send one request (header v1) and return a reader positioned after the response header."""
+    client_id = b"local_kafka"
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+    payload = header + body
+    sock.sendall(struct.pack(">i", len(payload)) + payload)
+    size = struct.unpack(">i", _recv_exactly(sock, 4))[0]
+    reader = _Reader(_recv_exactly(sock, size))
+    if reader.int32() != correlation_id:
+        raise OSError("correlation id mismatch")
+    return reader
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0:
+        chunk = sock.recv(min(size, 65536))
+        if not chunk:
+            raise OSError("connection closed by broker")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def probe(host: str, port: int, timeout_s: float = 3.0) -> bool:
+    """Return True when a Kafka broker at host:port serves metadata listing a live broker.
+
+    Sends an ApiVersions (v0) request, then a Metadata request for no topics in
+    the highest non-flexible version the broker supports (at most v8), and checks
+    that at least one broker is registered (in KRaft, fenced brokers are not listed).
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            reader = _kafka_request(sock, api_key=18, version=0, correlation_id=1, body=b"")
+            if reader.int16() != 0:
+                return False
+            versions = {}
+            for _ in range(reader.int32()):
+                key, low, high = reader.int16(), reader.int16(), reader.int16()
+                versions[key] = (low, high)
+            low, high = versions.get(3, (0, -1))
+            version = min(high, 8)
+            if version < max(low, 1):
+                return True  # no non-flexible Metadata version to ask; ApiVersions answered
+            body = struct.pack(">i", 0)  # topics: empty array, i.e. none
+            if version >= 4:
+                body += b"\x00"  # allow_auto_topic_creation
+            if version >= 8:
+                body += b"\x00\x00"  # include cluster/topic authorized operations
+            reader = _kafka_request(sock, api_key=3, version=version, correlation_id=2, body=body)
+            if version >= 3:
+                reader.int32()  # throttle_time_ms
+            return reader.int32() > 0  # number of brokers
+    except (OSError, struct.error, UnicodeDecodeError):
+        return False
+
+
+# ------------------------------------------------------------------ public API
+
+
+def is_running(state_dir: Path | str = DEFAULT_STATE_DIR) -> bool:
+    """Return True when a broker process started from ``state_dir`` is alive."""
+    return _broker_pid(Path(state_dir).resolve()) is not None
+
+
+def _wait_ready(
+    state_dir: Path, pid: int, port: int, timeout_s: float, child: subprocess.Popen[bytes] | None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    log_path = _log_file(state_dir)
+    started = False
+    while True:
+        if child is not None and child.poll() is not None:
+            raise LocalKafkaError(
+                f"the broker exited with code {child.returncode} during startup; "
+                f"log tail ({log_path}):\n{_log_tail(state_dir)}"
+            )
+        if child is None and not _pid_alive(pid):
+            raise LocalKafkaError(f"the broker (pid {pid}) died; log tail:\n{_log_tail(state_dir)}")
+        if not started:
+            with contextlib.suppress(OSError):
+                started = STARTED_MARKER in log_path.read_text(encoding="utf-8", errors="replace")
+        if started and probe(HOST, port, timeout_s=2.0):
+            return
+        if time.monotonic() >= deadline:
+            raise LocalKafkaError(
+                f"the broker did not become ready on {HOST}:{port} within {timeout_s:.0f} s; "
+                f"log tail ({log_path}):\n{_log_tail(state_dir)}"
+            )
+        time.sleep(0.25)
+
+
+def _terminate(pid: int, timeout_s: float) -> bool:
+    """SIGTERM ``pid``, wait up to ``timeout_s``, then SIGKILL. Return True if it was graceful."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return True
+        time.sleep(0.2)
+    log.warning("broker pid %d still alive after %.0f s; sending SIGKILL", pid, timeout_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        if not _pid_alive(pid):
+            break
+        time.sleep(0.1)
+    return False
+
+
+def start(
+    port: int = DEFAULT_PORT,
+    state_dir: Path | str = DEFAULT_STATE_DIR,
+    timeout_s: float = DEFAULT_START_TIMEOUT_S,
+) -> str:
+    """Start (or reuse) the single-node KRaft broker of ``state_dir`` on ``port``.
+
+    Args:
+        port: Client port; the KRaft controller listens on ``port + 1``.
+        state_dir: Folder holding jars, configuration, data and logs.
+        timeout_s: How long to wait for the broker to become ready.
+
+    Returns:
+        The bootstrap servers string, ``127.0.0.1:<port>``.
+
+    Raises:
+        LocalKafkaError: On missing prerequisites, busy ports, or a broker that
+            dies or does not become ready in time (the log tail is included).
+
+    """
+    if not 1 <= port <= 65534:
+        raise LocalKafkaError(f"port must be in 1..65534 (port + 1 is the controller), got {port}")
+    state = Path(state_dir).resolve()
+    bootstrap = f"{HOST}:{port}"
+    check_pom_version()
+    with _locked(state):
+        pid = _broker_pid(state)
+        if pid is not None:
+            running_port = _configured_port(state)
+            if running_port != port:
+                raise LocalKafkaError(
+                    f"a broker from {state} is already running (pid {pid}) on port "
+                    f"{running_port}; stop it first or use another --state-dir"
+                )
+            _wait_ready(state, pid, port, timeout_s, child=None)
+            log.info("reusing running broker (pid %d) at %s", pid, bootstrap)
+            return bootstrap
+
+        for busy in (port, port + 1):
+            if not _port_free(busy):
+                raise LocalKafkaError(
+                    f"port {busy} on {HOST} is already in use by another process; "
+                    f"choose another --port (the broker needs {port} and {port + 1})"
+                )
+
+        java = _java_executable()
+        libs = resolve_jars(state)
+        _data_dir(state).mkdir(parents=True, exist_ok=True)
+        _server_properties(state).write_text(_server_properties_text(state, port), encoding="utf-8")
+        _log4j_config(state).write_text(_log4j_yaml_text(state), encoding="utf-8")
+        log_path = _log_file(state)
+        if log_path.exists():
+            log_path.replace(log_path.with_name(log_path.name + ".1"))
+        _format_storage(java, libs, state)
+        cmd = [
+            java, *JVM_HEAP_OPTS, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={_log4j_config(state)}",
+            f"-Dkafka.logs.dir={state}",
+            "-cp", f"{libs}/*", _MAIN_CLASS, str(_server_properties(state)),
+        ]  # fmt: skip
+        began = time.monotonic()
+        with log_path.open("ab") as out:
+            child = subprocess.Popen(
+                cmd, cwd=state, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        _children[child.pid] = child
+        _pid_file(state).write_text(f"{child.pid}\n", encoding="ascii")
+        log.info(
+            "launched Apache Kafka %s (pid %d), waiting for %s", KAFKA_VERSION, child.pid, bootstrap
+        )
+        try:
+            _wait_ready(state, child.pid, port, timeout_s, child=child)
+        except BaseException:
+            _terminate(child.pid, timeout_s=10.0)
+            _pid_file(state).unlink(missing_ok=True)
+            raise
+        log.info("broker ready at %s after %.1f s", bootstrap, time.monotonic() - began)
+        return bootstrap
+
+
+def stop(
+    state_dir: Path | str = DEFAULT_STATE_DIR,
+    wipe: bool = False,
+    timeout_s: float = STOP_TIMEOUT_S,
+) -> bool:
+    """Stop the broker of ``state_dir`` (SIGTERM, then SIGKILL after ``timeout_s``).
+
+    Args:
+        state_dir: The folder given to :func:`start`.
+        wipe: Also delete the data dir (topics and KRaft metadata); the next start
+            formats a new cluster.
+        timeout_s: Grace period for the controlled shutdown.
+
+    Returns:
+        True if a running broker was stopped, False if none was running.
+
+    """
+    state = Path(state_dir).resolve()
+    if not state.is_dir():
+        return False
+    with _locked(state):
+        pid = _broker_pid(state)
+        if pid is not None:
+            log.info("stopping broker pid %d", pid)
+            if _terminate(pid, timeout_s):
+                log.info("broker stopped")
+            _children.pop(pid, None)
+        _pid_file(state).unlink(missing_ok=True)
+        if wipe:
+            log.info("wiping %s", _data_dir(state))
+            shutil.rmtree(_data_dir(state), ignore_errors=True)
+    return pid is not None
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="local_kafka.py",
+        description=f"Run a single-node Apache Kafka {KAFKA_VERSION} broker (KRaft), no Docker.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="jars, config, data and logs (default: %(default)s)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_start = sub.add_parser("start", parents=[common], help="start or reuse the broker")
+    p_start.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="client port (default: %(default)s)"
+    )
+    p_start.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_START_TIMEOUT_S,
+        help="seconds to wait for readiness (default: %(default)s)",
+    )
+    p_stop = sub.add_parser("stop", parents=[common], help="stop the broker")
+    p_stop.add_argument("--wipe", action="store_true", help="also delete the data dir")
+    sub.add_parser("status", parents=[common], help="print running/stopped (exit 0/1)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line interface and return the process exit code."""
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="local_kafka: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "start":
+            print(
+                start(port=args.port, state_dir=args.state_dir, timeout_s=args.timeout), flush=True
+            )
+            return 0
+        if args.command == "stop":
+            if not stop(state_dir=args.state_dir, wipe=args.wipe):
+                log.info("no broker was running")
+            return 0
+        state = Path(args.state_dir).resolve()
+        pid = _broker_pid(state)
+        if pid is None:
+            print("stopped")
+            return 1
+        port = _configured_port(state)
+        answering = port is not None and probe(HOST, port)
+        print(
+            f"running pid={pid} bootstrap={HOST}:{port}" + ("" if answering else " (not answering)")
+        )
+        return 0
+    except LocalKafkaError as exc:
+        print(f"local_kafka: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

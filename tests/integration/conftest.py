@@ -1,0 +1,265 @@
+"""Fixtures for integration tests that talk to a real Apache Kafka broker.
+
+``kafka_bootstrap`` picks the broker, in this order:
+
+1. ``KAFKA_BOOTSTRAP_SERVERS`` from the environment, used as is (nothing is started);
+2. a throw-away ``apache/kafka`` container via testcontainers, when a Docker engine answers;
+3. a local single-node KRaft broker run from the official jars by ``deploy/local_kafka.py``
+   (needs Java 17+ and Maven), on free ports with its state under pytest's temporary
+   directory, so a developer's own ``.kafka`` broker and data are never touched.
+
+Every test collected under ``tests/integration`` is marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+# confluent_kafka.admin re-exports NewTopic without listing it in __all__, which
+# mypy --strict rejects; the class itself lives in the C extension module.
+from confluent_kafka.cimpl import NewTopic
+
+if TYPE_CHECKING:
+    from testcontainers.core.container import DockerContainer
+
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+INTEGRATION_DIR = Path(__file__).resolve().parent
+REPO_ROOT = INTEGRATION_DIR.parents[1]
+LOCAL_KAFKA_SCRIPT = REPO_ROOT / "deploy" / "local_kafka.py"
+LOCAL_BROKER_START_TIMEOUT_S = 120.0
+CONTAINER_START_TIMEOUT_S = 180
+TOPIC_READY_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
+
+
+class TopicFactory(Protocol):
+    """Signature of the ``new_topic`` fixture."""
+
+    def __call__(self, name_prefix: str, partitions: int = 3) -> str: ...
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test collected from this folder as ``integration``."""
+    for item in items:
+        if INTEGRATION_DIR in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+# ----------------------------------------------------------------------------- broker choice
+
+
+def _announce(config: pytest.Config, message: str) -> None:
+    log.info(message)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(f"[kafka] {message}")
+        return
+    with capture.global_and_fixture_disabled():  # show it even when output is captured
+        reporter.write_line(f"[kafka] {message}")
+
+
+def _docker_answers() -> bool:
+    """Return True when the Docker engine testcontainers would use answers a ping."""
+    try:
+        from testcontainers.core.docker_client import DockerClient
+
+        return bool(DockerClient(timeout=3).client.ping())
+    except Exception:  # no docker package, no engine, no permission, ...
+        return False
+
+
+def _start_kafka_container() -> tuple[DockerContainer, str]:
+    """Start ``apache/kafka`` in KRaft mode; return the container and bootstrap servers.
+
+    testcontainers' ``KafkaContainer`` drives Confluent's ``cp-kafka`` start scripts
+    (``/etc/confluent/docker/...``), which the Apache image does not have, so this
+    configures the Apache image with its documented ``KAFKA_*`` environment variables
+    instead. The advertised listener must name the host-side mapped port, known only
+    once the container runs, so the container first waits for a start script that
+    exports it and then runs the image's own entry point.
+    """
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # a leading "-" reads as an option to kafka-storage
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    env = {
+        "CLUSTER_ID": cluster_id,
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,BROKER://:9093,CONTROLLER://:9094",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": (
+            "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        ),
+        "KAFKA_INTER_BROKER_LISTENER_NAME": "BROKER",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9094",
+        "KAFKA_NUM_PARTITIONS": "3",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    }
+    script, ready = "/tmp/tc-start.sh", "/tmp/tc-start.ready"
+    container = (
+        DockerContainer(KAFKA_IMAGE)
+        .with_exposed_ports(9092)
+        .with_envs(**env)
+        .with_command(["sh", "-c", f"while [ ! -f {ready} ]; do sleep 0.1; done; exec sh {script}"])
+    )
+    container.start()
+    try:
+        bootstrap = f"{container.get_container_host_ip()}:{container.get_exposed_port(9092)}"
+        start_script = (
+            f"export KAFKA_ADVERTISED_LISTENERS='PLAINTEXT://{bootstrap},BROKER://localhost:9093'\n"
+            "exec /etc/kafka/docker/run\n"
+        )
+        container.copy_into_container(start_script.encode(), script)
+        container.copy_into_container(b"", ready)  # only now is the script complete
+        wait = LogMessageWaitStrategy(re.compile(r"Kafka Server started"))
+        wait.with_startup_timeout(CONTAINER_START_TIMEOUT_S).wait_until_ready(container)
+    except BaseException:
+        container.stop()
+        raise
+    return container, bootstrap
+
+
+def _load_local_kafka() -> ModuleType:
+    """Import ``deploy/local_kafka.py`` by path (``deploy`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("local_kafka", LOCAL_KAFKA_SCRIPT)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {LOCAL_KAFKA_SCRIPT}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Bootstrap servers of a running Kafka broker for the whole test session."""
+    config = request.config
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if configured:
+        _announce(config, f"using KAFKA_BOOTSTRAP_SERVERS={configured} (nothing started)")
+        yield configured
+        return
+
+    container: DockerContainer | None = None
+    why = "no Docker engine answered"
+    if _docker_answers():
+        _announce(config, f"Docker engine found: starting {KAFKA_IMAGE} with testcontainers")
+        try:
+            container, bootstrap = _start_kafka_container()
+        except Exception as exc:  # e.g. the image cannot be pulled while offline
+            why = f"the container did not start ({exc!r})"
+    if container is not None:
+        _announce(config, f"container broker ready at {bootstrap}")
+        try:
+            yield bootstrap
+        finally:
+            container.stop()
+        return
+
+    local_kafka = _load_local_kafka()
+    state_dir = tmp_path_factory.mktemp("local-kafka")
+    port = int(local_kafka.find_free_port_pair())
+    _announce(
+        config,
+        f"{why}: starting a local Apache Kafka {local_kafka.KAFKA_VERSION} broker from "
+        f"the jars on 127.0.0.1:{port} (state in {state_dir})",
+    )
+    began = time.monotonic()
+    try:
+        bootstrap = str(
+            local_kafka.start(
+                port=port, state_dir=state_dir, timeout_s=LOCAL_BROKER_START_TIMEOUT_S
+            )
+        )
+    except local_kafka.LocalKafkaError as exc:
+        pytest.fail(f"could not start a local Kafka broker: {exc}", pytrace=False)
+    _announce(config, f"local broker ready at {bootstrap} in {time.monotonic() - began:.1f} s")
+    try:
+        yield bootstrap
+    finally:
+        local_kafka.stop(state_dir=state_dir, wipe=True)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="session")
+def admin_client(kafka_bootstrap: str) -> AdminClient:
+    """A confluent-kafka ``AdminClient`` connected to the session's broker."""
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+def _wait_for_topic(admin: AdminClient, name: str, partitions: int) -> None:
+    """Wait until metadata shows ``name`` with all partitions led by a broker."""
+    deadline = time.monotonic() + TOPIC_READY_TIMEOUT_S
+    while True:
+        metadata = admin.list_topics(topic=name, timeout=5)
+        topic = metadata.topics.get(name)
+        if (
+            topic is not None
+            and topic.error is None
+            and len(topic.partitions) == partitions
+            and all(p.leader >= 0 for p in topic.partitions.values())
+        ):
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topic {name} not ready after {TOPIC_READY_TIMEOUT_S:.0f} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def new_topic(admin_client: AdminClient) -> Iterator[TopicFactory]:
+    """Factory creating uniquely named topics, deleted again after the test.
+
+    ``new_topic("orders")`` creates e.g. ``orders-3f2a9c1b7d4e`` with 3 partitions
+    (replication factor 1), waits until it is usable and returns its name.
+    """
+    created: list[str] = []
+
+    def factory(name_prefix: str, partitions: int = 3) -> str:
+        prefix = re.sub(r"[^A-Za-z0-9._-]", "-", name_prefix)[:200] or "topic"
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        futures = admin_client.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+            operation_timeout=TOPIC_READY_TIMEOUT_S,
+        )
+        futures[name].result(timeout=TOPIC_READY_TIMEOUT_S)
+        created.append(name)
+        _wait_for_topic(admin_client, name, partitions)
+        return name
+
+    yield factory
+
+    if created:
+        futures = admin_client.delete_topics(created, operation_timeout=TOPIC_READY_TIMEOUT_S)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=TOPIC_READY_TIMEOUT_S)
+            except Exception as exc:  # teardown must not mask the test's own outcome
+                log.warning("could not delete topic %s: %s", name, exc)

@@ -1,0 +1,134 @@
+"""Helpers for end-to-end tests: run ``python -m consumer`` as a process, produce, collect."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The three topics one consumer under test reads and writes."""
+
+    input: str
+    output: str
+    dead_letter: str
+
+
+@dataclass
+class Output:
+    """One record read back from an output or dead-letter topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: dict[str, Any]
+
+
+def start_consumer(
+    bundle: Path,
+    bootstrap: str,
+    topics: Topics,
+    group_id: str,
+    log_path: Path,
+    *extra_args: str,
+) -> subprocess.Popen[bytes]:
+    """Start the service as a separate process (as an operator would), logging to ``log_path``."""
+    args = [
+        sys.executable, "-m", "consumer",
+        "--bundle", str(bundle),
+        "--bootstrap-servers", bootstrap,
+        "--input-topic", topics.input,
+        "--output-topic", topics.output,
+        "--dead-letter-topic", topics.dead_letter,
+        "--group-id", group_id,
+        *extra_args,
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with log_path.open("ab") as log:
+        return subprocess.Popen(args, cwd=REPO_ROOT, stdout=log, stderr=log, env=env)
+
+
+def log_events(log_path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines the consumer wrote (non-JSON lines skipped)."""
+    events = []
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
+
+
+def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+) -> int:
+    """Produce ``(key, value)`` pairs with acks=all and wait for every ack; returns the count."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    failures: list[str] = []
+
+    def on_delivery(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    n = 0
+    for key, value in records:
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        producer.poll(0)
+        n += 1
+    remaining = producer.flush(30)
+    assert remaining == 0, f"{remaining} test messages not acknowledged"
+    assert not failures, failures
+    return n
+
+
+class Collector:
+    """Reads the output and dead-letter topics from the beginning, in its own group."""
+
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"collector-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.subscribe([topics.output, topics.dead_letter])
+        self.topics = topics
+        self.predictions: list[Output] = []
+        self.dead_letters: list[Output] = []
+
+    def poll_until(self, done: Callable[[Collector], bool], timeout_s: float) -> bool:
+        """Read until ``done(self)`` is true or ``timeout_s`` passes; returns ``done(self)``."""
+        deadline = time.monotonic() + timeout_s
+        while not done(self) and time.monotonic() < deadline:
+            for m in self._consumer.consume(500, 0.5):
+                assert m.error() is None, m.error()
+                topic, partition, offset, value = m.topic(), m.partition(), m.offset(), m.value()
+                assert topic is not None
+                assert partition is not None
+                assert offset is not None
+                assert value is not None
+                out = Output(topic, partition, offset, m.key(), json.loads(value))
+                target = self.predictions if topic == self.topics.output else self.dead_letters
+                target.append(out)
+        return done(self)
+
+    def close(self) -> None:
+        """Leave the collector's group."""
+        self._consumer.close()
