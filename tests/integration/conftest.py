@@ -14,7 +14,6 @@ Every test collected under ``tests/integration`` is marked ``integration``.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import logging
 import os
 import re
@@ -22,7 +21,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
@@ -32,13 +30,13 @@ from confluent_kafka.admin import AdminClient
 # mypy --strict rejects; the class itself lives in the C extension module.
 from confluent_kafka.cimpl import NewTopic
 
+from deploy import local_kafka
+
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 INTEGRATION_DIR = Path(__file__).resolve().parent
-REPO_ROOT = INTEGRATION_DIR.parents[1]
-LOCAL_KAFKA_SCRIPT = REPO_ROOT / "deploy" / "local_kafka.py"
 LOCAL_BROKER_START_TIMEOUT_S = 120.0
 CONTAINER_START_TIMEOUT_S = 180
 TOPIC_READY_TIMEOUT_S = 30.0
@@ -144,16 +142,6 @@ def _start_kafka_container() -> tuple[DockerContainer, str]:
     return container, bootstrap
 
 
-def _load_local_kafka() -> ModuleType:
-    """Import ``deploy/local_kafka.py`` by path (``deploy`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("local_kafka", LOCAL_KAFKA_SCRIPT)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {LOCAL_KAFKA_SCRIPT}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -182,7 +170,6 @@ def kafka_bootstrap(
             container.stop()
         return
 
-    local_kafka = _load_local_kafka()
     state_dir = tmp_path_factory.mktemp("local-kafka")
     port = int(local_kafka.find_free_port_pair())
     _announce(

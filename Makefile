@@ -1,0 +1,47 @@
+# Two commands for a fresh machine (Python 3.11+, Java 17+, Maven):
+#   make demo   # install, start/reuse the local broker, train if needed, stream held-out BBC News
+#   make test   # install, lint, type-check, unit + integration tests against a real broker
+PYTHON ?= python3
+VENV ?= .venv
+DATA_DIR ?= ../shared/datasets
+BIN := $(VENV)/bin
+
+export CLASSIFIER_DATA_DIR ?= $(abspath $(DATA_DIR))
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install demo test lint unit integration broker-start broker-stop clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/python deploy/demo.py --data-dir "$(CLASSIFIER_DATA_DIR)"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+integration: install
+	$(BIN)/python -m pytest tests/integration
+
+test: lint
+	$(BIN)/python -m pytest
+
+broker-start:
+	$(PYTHON) deploy/local_kafka.py start
+
+broker-stop:
+	$(PYTHON) deploy/local_kafka.py stop
+
+clean:
+	-$(PYTHON) deploy/local_kafka.py stop
+	rm -rf $(VENV) .kafka artifacts .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Deployment helpers: the local Kafka broker launcher and the Quickstart demo."""
