@@ -183,14 +183,3 @@ class DeadLetter(BaseModel):
     input_timestamp: datetime | None = None
     failed_at: datetime
 
-
-__all__ = [
-    "ClassProbability",
-    "DeadLetter",
-    "EncodedBytes",
-    "ErrorCode",
-    "Header",
-    "InputMessage",
-    "Prediction",
-    "SourceCoordinates",
-]
