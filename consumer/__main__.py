@@ -1,8 +1,9 @@
 """``python -m consumer``: classify the input topic into the prediction topic.
 
-Exit codes: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the broker did not
-acknowledge output (nothing committed; restart to reprocess), 2 for a start-up error
-(bad setting, missing/corrupt bundle, broker unreachable, missing topics).
+Exit codes: 0 after a graceful stop (SIGTERM/SIGINT); 1 when output could not be made
+durable or the in-flight batch outlived the shutdown timeout (nothing of it was committed;
+restart to reprocess); 2 for a start-up error (bad setting, missing/corrupt bundle, broker
+unreachable, missing topics, metrics port in use).
 """
 
 from __future__ import annotations
@@ -22,16 +23,18 @@ import structlog
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from consumer.clients import StartupError, consumer_config, ensure_topics, producer_config
+from consumer.app import build_service
+from consumer.clients import StartupError, ensure_topics
+from consumer.delivery import DeliveryError
 from consumer.logs import configure_logging
-from consumer.service import ClassifierService, DeliveryError
+from consumer.metrics import HealthState, Metrics, serve_http
 from consumer.settings import Settings
 
 
 def _settings_error(error: ValidationError) -> str:
     lines = ["invalid settings (flag --NAME or environment variable CLASSIFIER_NAME):"]
     for e in error.errors():
-        name = ".".join(str(p) for p in e["loc"])
+        name = ".".join(str(p) for p in e["loc"]) or "settings"
         lines.append(f"  {name}: {e['msg']}")
     return "\n".join(lines)
 
@@ -46,23 +49,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     log = structlog.get_logger("consumer")
 
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import KafkaException
 
     from model import BundleError, load_bundle
 
+    metrics = Metrics()
+    health = HealthState(stuck_after_s=settings.flush_timeout_s + 60)
     try:
         bundle = load_bundle(settings.bundle)
         ensure_topics(settings)
-    except (BundleError, StartupError) as exc:
+        server = (
+            serve_http(settings.metrics_host, settings.metrics_port, metrics, health)
+            if settings.metrics_port
+            else None
+        )
+    except (BundleError, StartupError, OSError) as exc:
         log.error("startup_failed", error=str(exc))
         return 2
     log.info(
         "model_loaded", model_version=bundle.version, path=str(bundle.path), labels=bundle.labels
     )
+    if server is not None:
+        log.info("http_serving", address=f"{settings.metrics_host}:{server.server_address[1]}")
 
-    service = ClassifierService(
-        settings, bundle, Consumer(consumer_config(settings)), Producer(producer_config(settings))
-    )
+    try:
+        service = build_service(
+            settings, bundle, metrics, health, watch=(settings.bundle, bundle.path, load_bundle)
+        )
+    except KafkaException as exc:
+        log.error("startup_failed", error=f"cannot create the Kafka clients: {exc}")
+        return 2
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("stop_requested", signal=signal.Signals(signum).name)
@@ -71,11 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        service.run()
+        return service.run()
     except DeliveryError as exc:
         log.error("delivery_failed", error=str(exc))
         return 1
-    return 0
+    finally:
+        if server is not None:
+            server.shutdown()
 
 
 if __name__ == "__main__":

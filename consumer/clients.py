@@ -12,41 +12,64 @@ class StartupError(Exception):
     """The service cannot start (broker unreachable, topics missing); the message says why."""
 
 
+def _common(settings: Settings) -> dict[str, Any]:
+    # User pass-through first, so the service's own guarantees below always win.
+    return {
+        "client.id": settings.client_id,
+        **settings.kafka,
+        "bootstrap.servers": settings.bootstrap_servers,
+        "logger": kafka_logger(),
+    }
+
+
 def consumer_config(settings: Settings) -> dict[str, Any]:
     """Consumer settings: manual offset commits only after the batch's output is acknowledged.
 
     ``enable.auto.commit`` is off (committing before inference can lose messages on a
-    crash), assignment is cooperative-sticky so a rebalance does not stop every partition.
+    crash), assignment is cooperative-sticky so a rebalance does not stop every partition,
+    and with exactly-once the consumer reads only committed transactional data.
     """
-    return {
-        "bootstrap.servers": settings.bootstrap_servers,
+    config = {
+        "auto.offset.reset": settings.auto_offset_reset,
+        "enable.partition.eof": False,
+        "queued.max.messages.kbytes": 16384,  # prefetch bound per partition queue: 16 MiB
+        **_common(settings),
         "group.id": settings.group_id,
-        "client.id": settings.client_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": settings.auto_offset_reset,
         "partition.assignment.strategy": "cooperative-sticky",
-        "enable.partition.eof": False,
-        "logger": kafka_logger(),
+        "isolation.level": "read_committed" if settings.exactly_once else "read_uncommitted",
     }
+    if settings.stats_interval_ms:
+        config["statistics.interval.ms"] = settings.stats_interval_ms
+    return config
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    """Producer settings: idempotent, ``acks=all``, small linger to batch a micro-batch's output."""
-    return {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "client.id": settings.client_id,
-        "enable.idempotence": True,
-        "acks": "all",
+    """Producer settings: idempotent, ``acks=all``; transactional with exactly-once.
+
+    ``delivery.timeout.ms`` equals the flush timeout, so every record gets its delivery
+    report (success or failure) before the service gives up waiting.
+    """
+    config = {
         "linger.ms": 5,
         "compression.type": "lz4",
-        "logger": kafka_logger(),
+        **_common(settings),
+        "acks": "all",
+        "enable.idempotence": True,
+        "delivery.timeout.ms": int(settings.flush_timeout_s * 1000),
     }
+    if settings.exactly_once:
+        config["transactional.id"] = settings.effective_transactional_id
+        # librdkafka requires message.timeout.ms <= transaction.timeout.ms. A restart with the
+        # same transactional.id fences and aborts a dead instance's transaction at once.
+        config.setdefault("transaction.timeout.ms", config["delivery.timeout.ms"])
+    return config
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
     """Admin client settings (topic checks and creation at start-up)."""
-    return {"bootstrap.servers": settings.bootstrap_servers, "logger": kafka_logger()}
+    return _common(settings)
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
@@ -61,6 +84,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
 
     admin = AdminClient(admin_config(settings))
     wanted = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
+    if settings.review_topic:
+        wanted.append(settings.review_topic)
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:

@@ -1,12 +1,19 @@
 """The consume → validate → predict → produce → commit loop, one micro-batch at a time.
 
-Delivery is at-least-once: a batch's offsets are committed only after the broker has
-acknowledged every prediction and dead-letter record made from it. A crash between
-produce and commit repeats that batch after restart; it never skips a message.
+Threads: the main thread owns the Kafka consumer (consume, commit, pause/resume, rebalance
+callbacks); a micro-batch's CPU work and producing run in a worker thread. While a batch
+runs, the main thread keeps polling — after ``pause_after_ms`` with every assigned
+partition paused — so ``max.poll.interval.ms`` is never exceeded by a slow batch, and
+memory stays bounded by one batch plus librdkafka's prefetch.
+
+Offsets are committed (or sent to the transaction) only after the batch's predictions and
+dead letters are acknowledged by the broker; see :mod:`consumer.delivery`. A partition
+revoked by a rebalance first has the batch in flight finished and committed.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +24,14 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from consumer.delivery import AtLeastOnce, BatchAbortedError, Delivery, DeliveryError
+from consumer.metrics import HealthState, Metrics
 from consumer.records import InvalidRecordError, RawRecord, dead_letter, parse_input
+from consumer.reload import ModelWatcher
 from consumer.settings import Settings
 from schemas import ClassProbability, ErrorCode, InputMessage, Prediction
+
+TopicPartitionKey = tuple[str, int]
 
 
 class Classifier(Protocol):
@@ -28,6 +40,11 @@ class Classifier(Protocol):
     @property
     def version(self) -> str:
         """Version id stamped on every prediction."""
+        ...
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in output order."""
         ...
 
     def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -41,19 +58,40 @@ class Classifier(Protocol):
         ...
 
 
-class DeliveryError(Exception):
-    """The broker did not acknowledge a batch's output; its offsets were not committed."""
+class ShutdownTimeoutError(Exception):
+    """The in-flight batch did not finish within ``shutdown_timeout_s`` after a stop request."""
 
 
 @dataclass
 class Counters:
-    """Running totals since start, logged on every batch and at shutdown."""
+    """Running totals since start (acknowledged and committed work)."""
 
     consumed: int = 0
     predicted: int = 0
     dead_lettered: int = 0
+    low_confidence: int = 0
     batches: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """One micro-batch in flight. Written by the worker until ``done`` is set."""
+
+    records: list[RawRecord]
+    classifier: Classifier
+    received: float
+    first_offsets: dict[TopicPartitionKey, int]
+    next_offsets: dict[TopicPartitionKey, int]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    predicted: int = 0
+    low_confidence: int = 0
+    dead: dict[str, int] = field(default_factory=dict)
+    inference_s: float = 0.0
+    end_to_end_s: list[float] = field(default_factory=list)
+    lost: bool = False
+    completed: bool = False
 
 
 class ClassifierService:
@@ -66,29 +104,60 @@ class ClassifierService:
             :func:`consumer.clients.consumer_config`.
         producer: ``confluent_kafka.Producer`` built from
             :func:`consumer.clients.producer_config`.
+        delivery: Output/commit strategy; default :class:`~consumer.delivery.AtLeastOnce`.
+        metrics: Prometheus metrics; a private registry by default.
+        health: Liveness/readiness state for the HTTP endpoints.
+        watcher: Hot-reload watcher of the model directory, or ``None``.
     """
 
-    def __init__(self, settings: Settings, classifier: Classifier, consumer: Any, producer: Any):
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: Classifier,
+        consumer: Any,
+        producer: Any,
+        delivery: Delivery | None = None,
+        metrics: Metrics | None = None,
+        health: HealthState | None = None,
+        watcher: ModelWatcher | None = None,
+    ) -> None:
         self.settings = settings
         self.classifier = classifier
         self._consumer = consumer
         self._producer = producer
+        self._delivery = delivery or AtLeastOnce(producer, consumer, settings.flush_timeout_s)
+        self.metrics = metrics or Metrics()
+        self.health = health or HealthState(stuck_after_s=settings.flush_timeout_s + 60)
+        self._watcher = watcher
         self._stopping = False
-        self._delivery_errors: list[str] = []
+        self._stop_deadline: float | None = None
+        self._inflight: Batch | None = None
+        self._abandoned = False
+        self._stash: list[RawRecord] = []
+        self._assigned: set[TopicPartitionKey] = set()
         self.counters = Counters()
         self._log = structlog.get_logger("consumer")
+        self._serving(classifier)
+
+    # -- lifecycle ---------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Ask the loop to stop after the batch in flight (safe from a signal handler)."""
-        self._stopping = True
+        """Stop after the batch in flight (safe from a signal handler)."""
+        if not self._stopping:
+            self._stopping = True
+            self._stop_deadline = time.monotonic() + self.settings.shutdown_timeout_s
 
-    def run(self) -> Counters:
-        """Subscribe and process micro-batches until :meth:`request_stop`; then flush and close.
+    def run(self) -> int:
+        """Subscribe and process micro-batches until :meth:`request_stop`.
+
+        Returns:
+            0 after a graceful stop; 1 if the in-flight batch could not finish within
+            ``shutdown_timeout_s`` (it stays uncommitted and is processed again later).
 
         Raises:
-            DeliveryError: output not acknowledged; the process should exit non-zero and
-                its uncommitted input will be processed again after restart.
-            confluent_kafka.KafkaException: a fatal client error.
+            DeliveryError: output not acknowledged or a fatal producer error; nothing of
+                the batch was committed. The process should exit non-zero.
+            confluent_kafka.KafkaException: a fatal consumer error.
         """
         s = self.settings
         self._consumer.subscribe(
@@ -102,83 +171,164 @@ class ClassifierService:
             topic=s.input_topic,
             group_id=s.group_id,
             model_version=self.classifier.version,
+            exactly_once=s.exactly_once,
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
         )
+        if self._watcher is not None:
+            self._watcher.start()
+        code = 0
         try:
             while not self._stopping:
-                messages = self._consumer.consume(s.max_batch_size, s.max_wait_ms / 1000)
-                if messages:
-                    self.process_batch(messages)
+                self.health.beat()
+                self._swap_model_if_new()
+                batch = self._start_batch(self._next_messages())
+                if batch is None:
+                    continue
+                self._wait(batch)
+                if not batch.completed:
+                    self._complete(batch)
+        except ShutdownTimeoutError as exc:
+            self._abandoned = True
+            self._log.error("shutdown_timeout", error=str(exc))
+            code = 1
+        except BaseException:
+            self._abandoned = True
+            raise
         finally:
             self._shutdown()
-        return self.counters
+        return code
 
     def _shutdown(self) -> None:
-        remaining = self._producer.flush(self.settings.flush_timeout_s)
+        if self._watcher is not None:
+            self._watcher.stop()
         self._consumer.close()  # leaves the group; nothing is auto-committed
+        remaining = self._producer.flush(1.0 if self._abandoned else self.settings.flush_timeout_s)
+        c = self.counters
         self._log.info(
             "consumer_stopped",
             unflushed=remaining,
-            consumed=self.counters.consumed,
-            predicted=self.counters.predicted,
-            dead_lettered=self.counters.dead_lettered,
+            consumed=c.consumed,
+            predicted=c.predicted,
+            dead_lettered=c.dead_lettered,
+            low_confidence=c.low_confidence,
+            batches=c.batches,
         )
 
-    # -- one micro-batch ------------------------------------------------------------
+    # -- the main thread's side of a batch ---------------------------------------------
 
-    def process_batch(self, messages: Sequence[Any]) -> None:
-        """Validate, predict, produce and commit one micro-batch of consumed messages.
+    def _next_messages(self) -> list[RawRecord]:
+        s = self.settings
+        if self._stash:
+            taken, self._stash = self._stash[: s.max_batch_size], self._stash[s.max_batch_size :]
+            room = s.max_batch_size - len(taken)
+            return taken + (self._records(self._consumer.consume(room, 0)) if room else [])
+        return self._records(self._consumer.consume(s.max_batch_size, s.max_wait_ms / 1000))
 
-        Outputs are produced in input order, so per-key (per-partition) order is kept.
-
-        Raises:
-            DeliveryError: see :meth:`run`.
-        """
-        received = time.perf_counter()
-        records = self._records(messages)
+    def _start_batch(self, records: list[RawRecord]) -> Batch | None:
         if not records:
+            return None
+        first: dict[TopicPartitionKey, int] = {}
+        following: dict[TopicPartitionKey, int] = {}
+        for r in records:
+            tp = (r.topic, r.partition)
+            first.setdefault(tp, r.offset)
+            following[tp] = r.offset + 1
+        batch = Batch(records, self.classifier, time.perf_counter(), first, following)
+        self._inflight = batch
+        self.health.batch_started = time.monotonic()
+        threading.Thread(target=self._work, args=(batch,), name="batch", daemon=True).start()
+        return batch
+
+    def _wait(self, batch: Batch) -> None:
+        """Wait for the worker while serving the consumer; pause partitions if it is slow."""
+        started = time.monotonic()
+        pause_after_s = self.settings.pause_after_ms / 1000
+        paused: list[Any] = []
+        while not batch.done.wait(0 if paused else min(0.05, pause_after_s)):
+            self.health.beat()
+            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                raise ShutdownTimeoutError(
+                    f"batch of {len(batch.records)} still running "
+                    f"{self.settings.shutdown_timeout_s} s after the stop request"
+                )
+            if not paused and time.monotonic() - started >= pause_after_s:
+                paused = list(self._consumer.assignment())
+                self._consumer.pause(paused)
+                self._log.info("partitions_paused", partitions=len(paused), reason="slow_batch")
+            if paused:
+                # Serves heartbeats' poll deadline and rebalance callbacks; paused
+                # partitions deliver nothing, newly assigned ones may: keep those for later.
+                self._stash.extend(self._records(self._consumer.consume(64, 0.1)))
+        if paused:
+            owned = [tp for tp in paused if (tp.topic, tp.partition) in self._assigned]
+            if owned:
+                self._consumer.resume(owned)
+
+    def _complete(self, batch: Batch) -> None:
+        """Commit a finished batch (or abort and rewind it); update counters and metrics."""
+        batch.done.wait()
+        batch.completed = True
+        self._inflight = None
+        self.health.batch_started = None
+        if batch.error is not None:
+            if isinstance(batch.error, BatchAbortedError):
+                self._rewind(batch, str(batch.error))
+                return
+            raise batch.error
+        if batch.lost:
+            self._delivery.abort()
+            self._rewind(batch, "partitions lost during the batch")
             return
-        parsed: list[InputMessage | InvalidRecordError] = []
-        for record in records:
-            try:
-                parsed.append(parse_input(record))
-            except InvalidRecordError as exc:
-                parsed.append(exc)
-        valid = [p for p in parsed if isinstance(p, InputMessage)]
-        started = time.perf_counter()
-        outcomes = iter(self._predict_isolating([m.document for m in valid]))
-        inference_ms = (time.perf_counter() - started) * 1000
+        from confluent_kafka import TopicPartition
 
-        n_pred = n_dead = 0
-        for record, item in zip(records, parsed, strict=True):
-            if isinstance(item, InvalidRecordError):
-                self._dead_letter(record, item.code, item.reason)
-                n_dead += 1
-                continue
-            outcome = next(outcomes)
-            if isinstance(outcome, Exception):
-                self._dead_letter(record, ErrorCode.INFERENCE_FAILED, f"model failed: {outcome!r}")
-                n_dead += 1
-            else:
-                self._produce_prediction(record, item, outcome, received)
-                n_pred += 1
+        offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+        try:
+            self._delivery.commit(offsets)
+        except BatchAbortedError as exc:
+            self._rewind(batch, str(exc))
+            return
+        self._account(batch)
 
-        self._await_acks(len(records))
-        self._commit(records)
-        c = self.counters
+    def _rewind(self, batch: Batch, reason: str) -> None:
+        """Seek the batch's still-owned partitions back to its first offsets."""
+        from confluent_kafka import TopicPartition
+
+        self.metrics.aborted_batches.inc()
+        owned = {tp: o for tp, o in batch.first_offsets.items() if tp in self._assigned}
+        self._stash = [r for r in self._stash if (r.topic, r.partition) not in owned]
+        for (topic, partition), offset in owned.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+        self._log.warning("batch_rewound", reason=reason, partitions=len(owned))
+
+    def _account(self, batch: Batch) -> None:
+        c, m = self.counters, self.metrics
+        n = len(batch.records)
+        n_dead = sum(batch.dead.values())
         c.batches += 1
-        c.consumed += len(records)
-        c.predicted += n_pred
+        c.consumed += n
+        c.predicted += batch.predicted
         c.dead_lettered += n_dead
+        c.low_confidence += batch.low_confidence
+        m.consumed.inc(n)
+        m.predicted.inc(batch.predicted)
+        m.low_confidence.inc(batch.low_confidence)
+        m.batch_size.observe(n)
+        m.inference_seconds.observe(batch.inference_s)
+        for code, count in batch.dead.items():
+            c.by_error[code] = c.by_error.get(code, 0) + count
+            m.dead_lettered.labels(code).inc(count)
+        for seconds in batch.end_to_end_s:
+            m.end_to_end_seconds.observe(seconds)
         self._log.info(
             "batch_done",
-            size=len(records),
-            predicted=n_pred,
+            size=n,
+            predicted=batch.predicted,
             dead_lettered=n_dead,
-            inference_ms=round(inference_ms, 2),
-            batch_ms=round((time.perf_counter() - received) * 1000, 2),
-            model_version=self.classifier.version,
+            low_confidence=batch.low_confidence,
+            inference_ms=round(batch.inference_s * 1000, 2),
+            batch_ms=round((time.perf_counter() - batch.received) * 1000, 2),
+            model_version=batch.classifier.version,
         )
 
     def _records(self, messages: Sequence[Any]) -> list[RawRecord]:
@@ -200,8 +350,59 @@ class ClassifierService:
                 )
         return records
 
+    # -- model hot swap ----------------------------------------------------------------
+
+    def _swap_model_if_new(self) -> None:
+        if self._watcher is None:
+            return
+        bundle = self._watcher.take()
+        if bundle is None:
+            return
+        old = self.classifier.version
+        self.classifier = bundle
+        self._serving(bundle)
+        self.metrics.model_reloads.labels("loaded").inc()
+        self._log.info("model_swapped", old_version=old, model_version=bundle.version)
+
+    def _serving(self, classifier: Classifier) -> None:
+        self.metrics.model.info({"version": classifier.version})
+        self.health.model_loaded = True
+
+    # -- the worker thread's side of a batch -------------------------------------------
+
+    def _work(self, batch: Batch) -> None:
+        try:
+            self._delivery.begin()
+            s = self.settings
+            parsed: list[InputMessage | InvalidRecordError] = []
+            for record in batch.records:
+                try:
+                    parsed.append(parse_input(record, s.max_text_bytes))
+                except InvalidRecordError as exc:
+                    parsed.append(exc)
+            valid = [p for p in parsed if isinstance(p, InputMessage)]
+            started = time.perf_counter()
+            outcomes = iter(self._predict_isolating(batch.classifier, [m.document for m in valid]))
+            batch.inference_s = time.perf_counter() - started
+            for record, item in zip(batch.records, parsed, strict=True):
+                if isinstance(item, InvalidRecordError):
+                    self._dead_letter(batch, record, item.code, item.reason)
+                    continue
+                outcome = next(outcomes)
+                if isinstance(outcome, Exception):
+                    reason = f"model failed on this message: {outcome!r}"
+                    self._dead_letter(batch, record, ErrorCode.INFERENCE_FAILED, reason)
+                else:
+                    self._predict(batch, record, item, outcome)
+            self._delivery.flush()
+        except BaseException as exc:
+            batch.error = exc
+        finally:
+            batch.done.set()
+
+    @staticmethod
     def _predict_isolating(
-        self, documents: Sequence[str]
+        classifier: Classifier, documents: Sequence[str]
     ) -> list[npt.NDArray[np.float32] | Exception]:
         """Probabilities per document; a document that makes the model fail gets its exception.
 
@@ -211,35 +412,47 @@ class ClassifierService:
         if not documents:
             return []
         try:
-            return list(self.classifier.predict_proba(documents))
+            return list(classifier.predict_proba(documents))
         except Exception as exc:
             if len(documents) == 1:
                 return [exc]
             mid = len(documents) // 2
-            return self._predict_isolating(documents[:mid]) + self._predict_isolating(
-                documents[mid:]
-            )
+            return ClassifierService._predict_isolating(
+                classifier, documents[:mid]
+            ) + ClassifierService._predict_isolating(classifier, documents[mid:])
 
-    def _produce_prediction(
+    def _predict(
         self,
+        batch: Batch,
         record: RawRecord,
         message: InputMessage,
         probabilities: npt.NDArray[np.float32],
-        received: float,
     ) -> None:
-        top = self.classifier.top_k(probabilities[np.newaxis, :], self.settings.top_k)[0]
+        s = self.settings
+        top = batch.classifier.top_k(probabilities[np.newaxis, :], s.top_k)[0]
+        now = datetime.now(UTC)
+        low = top[0][1] < s.low_confidence_threshold
         prediction = Prediction(
             id=message.id,
             label=top[0][0],
             confidence=top[0][1],
             top_k=[ClassProbability(label=label, probability=p) for label, p in top],
-            model_version=self.classifier.version,
+            model_version=batch.classifier.version,
             source=record.source,
             input_timestamp=record.timestamp,
-            produced_at=datetime.now(UTC),
-            latency_ms=round((time.perf_counter() - received) * 1000, 3),
+            produced_at=now,
+            latency_ms=round((time.perf_counter() - batch.received) * 1000, 3),
+            low_confidence=low,
         )
-        self._produce(self.settings.output_topic, record.key, prediction.model_dump_json().encode())
+        value = prediction.model_dump_json().encode()
+        self._delivery.produce(s.output_topic, record.key, value)
+        batch.predicted += 1
+        if low:
+            batch.low_confidence += 1
+            if s.review_topic:
+                self._delivery.produce(s.review_topic, record.key, value)
+        if record.timestamp_ms is not None:
+            batch.end_to_end_s.append(max(0.0, now.timestamp() - record.timestamp_ms / 1000))
         self._log.debug(
             "predicted",
             topic=record.topic,
@@ -250,12 +463,11 @@ class ClassifierService:
             confidence=round(prediction.confidence, 4),
         )
 
-    def _dead_letter(self, record: RawRecord, code: ErrorCode, reason: str) -> None:
-        letter = dead_letter(record, code, reason)
-        self._produce(
-            self.settings.dead_letter_topic, record.key, letter.model_dump_json().encode()
-        )
-        self.counters.by_error[code.value] = self.counters.by_error.get(code.value, 0) + 1
+    def _dead_letter(self, batch: Batch, record: RawRecord, code: ErrorCode, reason: str) -> None:
+        s = self.settings
+        letter = dead_letter(record, code, reason, s.dead_letter_max_value_bytes)
+        self._delivery.produce(s.dead_letter_topic, record.key, letter.model_dump_json().encode())
+        batch.dead[code.value] = batch.dead.get(code.value, 0) + 1
         self._log.warning(
             "dead_lettered",
             topic=record.topic,
@@ -265,55 +477,43 @@ class ClassifierService:
             reason=reason,
         )
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
-                return
-            except BufferError:  # local queue full: serve delivery reports, then retry
-                self._producer.poll(0.1)
-
-    def _on_delivery(self, error: Any, message: Any) -> None:
-        if error is not None:
-            self._delivery_errors.append(f"{message.topic()}: {error}")
-
-    def _await_acks(self, batch_size: int) -> None:
-        remaining = self._producer.flush(self.settings.flush_timeout_s)
-        if remaining or self._delivery_errors:
-            errors, self._delivery_errors = self._delivery_errors, []
-            raise DeliveryError(
-                f"batch of {batch_size}: {remaining} outputs unacknowledged after "
-                f"{self.settings.flush_timeout_s} s, {len(errors)} failed ({errors[:3]}); "
-                "offsets not committed, the batch will be processed again"
-            )
-
-    def _commit(self, records: Sequence[RawRecord]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
-        next_offsets: dict[tuple[str, int], int] = {}
-        for r in records:
-            key = (r.topic, r.partition)
-            next_offsets[key] = max(next_offsets.get(key, 0), r.offset + 1)
-        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # Outputs are already acknowledged; a later commit covers these offsets, and
-            # if none comes the batch is re-delivered (at-least-once, never lost).
-            self._log.warning("commit_failed", error=str(exc), offsets=str(offsets))
-
-    # -- rebalance callbacks (run inside consume(), i.e. between batches) ------------
+    # -- rebalance callbacks (main thread, inside consume()) ---------------------------
 
     def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+        self.health.assigned_partitions = len(self._assigned)
+        self.metrics.rebalances.labels("assign").inc()
         self._log.info("partitions_assigned", partitions=_describe(partitions))
 
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
-        # Every batch is committed before the next consume(), so nothing is pending here.
+        self.metrics.rebalances.labels("revoke").inc()
+        self._assigned -= {(p.topic, p.partition) for p in partitions}  # never rewound
+        batch = self._inflight
+        if batch is not None and not batch.completed and not self._abandoned:
+            # Finish and commit what was taken from these partitions before giving them up.
+            self._complete(batch)
+        self._release(partitions)
         self._log.info("partitions_revoked", partitions=_describe(partitions))
 
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
+        self.metrics.rebalances.labels("lost").inc()
+        lost = {(p.topic, p.partition) for p in partitions}
+        batch = self._inflight
+        if batch is not None and lost & batch.first_offsets.keys():
+            batch.lost = True  # its offsets can no longer be committed by this member
+        self._release(partitions)
         self._log.warning("partitions_lost", partitions=_describe(partitions))
+
+    def _release(self, partitions: list[Any]) -> None:
+        gone = {(p.topic, p.partition) for p in partitions}
+        self._assigned -= gone
+        self._stash = [r for r in self._stash if (r.topic, r.partition) not in gone]
+        self.health.assigned_partitions = len(self._assigned)
+        self.metrics.forget_partitions(sorted(gone))
 
 
 def _describe(partitions: list[Any]) -> list[str]:
     return [f"{p.topic}[{p.partition}]" for p in partitions]
+
+
+__all__ = ["ClassifierService", "Counters", "DeliveryError", "ShutdownTimeoutError"]

@@ -8,12 +8,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+#: librdkafka properties the service sets itself; overriding them would break its guarantees.
+PROTECTED_KAFKA_PROPERTIES = frozenset(
+    {
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "enable.idempotence",
+        "transactional.id",
+        "isolation.level",
+        "group.id",
+        "bootstrap.servers",
+        "partition.assignment.strategy",
+    }
+)
 
 
 def _default_bootstrap() -> str:
@@ -62,7 +76,81 @@ class Settings(BaseSettings):
     )
     top_k: int = Field(default=3, ge=1, description="Classes listed in each prediction's top_k.")
     flush_timeout_s: float = Field(
-        default=30.0, gt=0, description="Longest wait (s) for the broker to ack a batch's output."
+        default=120.0,
+        gt=0,
+        description="Longest wait (s) for the broker to acknowledge a batch's output (rides "
+        "out short broker outages); past it the process exits with code 1, uncommitted.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="On SIGTERM/SIGINT, longest wait (s) for the in-flight batch to finish "
+        "and commit before the process gives up on it (uncommitted) and exits with code 1.",
+    )
+    pause_after_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="A batch running longer than this (ms) pauses the assigned partitions "
+        "and keeps polling, so max.poll.interval.ms is never exceeded.",
+    )
+    exactly_once: bool = Field(
+        default=False,
+        description="Consume-transform-produce in Kafka transactions: a read_committed "
+        "reader sees exactly one prediction or dead letter per input.",
+    )
+    transactional_id: str | None = Field(
+        default=None,
+        description="With --exactly-once: this instance's transactional.id, stable across "
+        "restarts and unique per instance (default: '<group-id>-<client-id>').",
+    )
+    max_text_bytes: int = Field(
+        default=100_000,
+        ge=1,
+        description="Largest title + text (UTF-8 bytes) classified; larger messages are "
+        "dead-lettered as text_too_large.",
+    )
+    dead_letter_max_value_bytes: int = Field(
+        default=512 * 1024,
+        ge=0,
+        description="Largest original value copied into a dead-letter record; larger ones "
+        "are identified by size, sha256 and source coordinates instead.",
+    )
+    low_confidence_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Predictions with confidence below this are flagged low_confidence.",
+    )
+    review_topic: str | None = Field(
+        default=None,
+        description="If set, low-confidence predictions are also published here "
+        "(for routing uncertain tickets to a person).",
+    )
+    reload_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often (s) to check the model directory's 'current' pointer for a "
+        "new bundle version; 0 disables hot reload.",
+    )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of the HTTP server for /metrics (Prometheus), /healthz and /readyz; "
+        "0 disables it.",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
+    stats_interval_ms: int = Field(
+        default=5000,
+        ge=0,
+        description="librdkafka statistics interval (ms), source of the consumer-lag metric; "
+        "0 disables it.",
+    )
+    kafka: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties for all clients, as JSON, e.g. "
+        '\'{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", '
+        '"sasl.username": "u", "sasl.password": "p", "fetch.max.bytes": 10485760}\'.',
     )
     create_topics: bool = Field(
         default=False,
@@ -79,6 +167,29 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("kafka")
+    @classmethod
+    def _no_protected_properties(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(PROTECTED_KAFKA_PROPERTIES & value.keys())
+        if clash:
+            raise ValueError(
+                f"{clash} are set by the service itself; use the dedicated settings "
+                "(--bootstrap-servers, --group-id, --exactly-once, ...)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _topics_distinct(self) -> Self:
+        outputs = [self.output_topic, self.dead_letter_topic, *filter(None, [self.review_topic])]
+        if self.input_topic in outputs:
+            raise ValueError(f"input topic {self.input_topic!r} is also an output topic")
+        return self
+
+    @property
+    def effective_transactional_id(self) -> str:
+        """``transactional_id`` or its default ``<group_id>-<client_id>``."""
+        return self.transactional_id or f"{self.group_id}-{self.client_id}"
 
     @field_validator("bundle")
     @classmethod

@@ -1,6 +1,7 @@
 """Wire formats (pydantic models) of the input, prediction and dead-letter topics."""
 
 from schemas.messages import (
+    SUPPORTED_SCHEMA_VERSIONS,
     ClassProbability,
     DeadLetter,
     EncodedBytes,
@@ -12,6 +13,7 @@ from schemas.messages import (
 )
 
 __all__ = [
+    "SUPPORTED_SCHEMA_VERSIONS",
     "ClassProbability",
     "DeadLetter",
     "EncodedBytes",

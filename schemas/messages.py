@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 NonBlankStr = Annotated[str, StringConstraints(min_length=1)]
 
+#: Input ``schema_version`` values this code understands.
+SUPPORTED_SCHEMA_VERSIONS: frozenset[int] = frozenset({1})
+
 
 class InputMessage(BaseModel):
     """One article or question to classify (value of a message on the input topic).
@@ -42,6 +45,11 @@ class InputMessage(BaseModel):
     source: str | None = Field(default=None, description="Optional name of the producing feed.")
     lang: str | None = Field(default=None, description="Optional BCP-47 language tag, e.g. 'en'.")
     metadata: dict[str, Any] | None = Field(default=None, description="Opaque producer data.")
+    schema_version: int | None = Field(
+        default=None,
+        description="Version of this input format; absent means 1. Unknown versions are "
+        "dead-lettered (see SUPPORTED_SCHEMA_VERSIONS).",
+    )
 
     @field_validator("id", "text")
     @classmethod
@@ -106,6 +114,11 @@ class Prediction(BaseModel):
     latency_ms: float = Field(
         ge=0.0, description="Processing latency: message received by the consumer → prediction."
     )
+    low_confidence: bool = Field(
+        default=False,
+        description="True when confidence is below the service's threshold; such predictions "
+        "are also published to the review topic when one is configured.",
+    )
 
 
 class ErrorCode(StrEnum):
@@ -116,6 +129,8 @@ class ErrorCode(StrEnum):
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
     SCHEMA_VIOLATION = "schema_violation"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    TEXT_TOO_LARGE = "text_too_large"
     INFERENCE_FAILED = "inference_failed"
 
 
@@ -178,8 +193,12 @@ class DeadLetter(BaseModel):
     reason: str
     source: SourceCoordinates
     key: EncodedBytes | None
-    value: EncodedBytes | None = Field(description="Original value; null for a tombstone.")
+    value: EncodedBytes | None = Field(
+        description="Original value; null for a tombstone or when it was too large to copy "
+        "(then ``value_size`` and ``value_sha256`` identify it at ``source``)."
+    )
+    value_size: int = Field(default=0, ge=0, description="Size of the original value in bytes.")
+    value_sha256: str | None = Field(default=None, description="Hex sha256 of the original value.")
     headers: list[Header] = Field(default_factory=list)
     input_timestamp: datetime | None = None
     failed_at: datetime
-

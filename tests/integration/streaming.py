@@ -57,6 +57,8 @@ def start_consumer(
         "--group-id", group_id,
         *extra_args,
     ]  # fmt: skip
+    if "--metrics-port" not in extra_args:
+        args += ["--metrics-port", "0"]  # several consumers may run at once
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     with log_path.open("ab") as log:
         return subprocess.Popen(args, cwd=REPO_ROOT, stdout=log, stderr=log, env=env)
@@ -97,21 +99,37 @@ def produce(
 
 
 class Collector:
-    """Reads the output and dead-letter topics from the beginning, in its own group."""
+    """Reads the output, dead-letter (and review) topics from the beginning, in its own group.
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    Args:
+        read_committed: Read only committed transactional records (exactly-once checks).
+        review_topic: Also collect this topic into ``reviews``.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics,
+        read_committed: bool = False,
+        review_topic: str | None = None,
+    ) -> None:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
                 "group.id": f"collector-{uuid.uuid4().hex}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
+                "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             }
         )
-        self._consumer.subscribe([topics.output, topics.dead_letter])
+        self._consumer.subscribe(
+            [topics.output, topics.dead_letter, *([review_topic] if review_topic else [])]
+        )
         self.topics = topics
+        self.review_topic = review_topic
         self.predictions: list[Output] = []
         self.dead_letters: list[Output] = []
+        self.reviews: list[Output] = []
 
     def poll_until(self, done: Callable[[Collector], bool], timeout_s: float) -> bool:
         """Read until ``done(self)`` is true or ``timeout_s`` passes; returns ``done(self)``."""
@@ -125,10 +143,45 @@ class Collector:
                 assert offset is not None
                 assert value is not None
                 out = Output(topic, partition, offset, m.key(), json.loads(value))
-                target = self.predictions if topic == self.topics.output else self.dead_letters
-                target.append(out)
+                if topic == self.topics.output:
+                    self.predictions.append(out)
+                elif topic == self.review_topic:
+                    self.reviews.append(out)
+                else:
+                    self.dead_letters.append(out)
         return done(self)
 
     def close(self) -> None:
         """Leave the collector's group."""
         self._consumer.close()
+
+
+def held_out_articles(bundle_dir: Path, csv_path: Path) -> list[tuple[str, str, str]]:
+    """``(id, text, true label)`` of the BBC rows a bundle was evaluated on (its split.json)."""
+    from model import load_bundle
+    from training.data import load_csv
+    from training.fit import SPLIT_FILE
+
+    split = json.loads((load_bundle(bundle_dir).path / SPLIT_FILE).read_text())
+    data = load_csv(csv_path, "text", "category")
+    return [(f"bbc-{i}", data.texts[i], data.labels[i]) for i in split["test_indices"]]
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    """Wait for a process to exit; kill it and fail if it does not within ``timeout_s``."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+def offsets_in_order(outputs: list[Output], key_of: Callable[[Output], object]) -> bool:
+    """True when, per key, the input offsets of ``outputs`` (first occurrences) only increase."""
+    seen: dict[object, list[int]] = {}
+    for o in outputs:
+        offsets = seen.setdefault(key_of(o), [])
+        offset = int(o.value["source"]["offset"])
+        if offset not in offsets:
+            offsets.append(offset)
+    return all(v == sorted(v) for v in seen.values())

@@ -1,0 +1,62 @@
+"""Wiring: Kafka clients, delivery strategy, metrics and hot reload around one service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumer.clients import consumer_config, producer_config
+from consumer.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from consumer.metrics import HealthState, Metrics
+from consumer.reload import ModelWatcher
+from consumer.service import Classifier, ClassifierService
+from consumer.settings import Settings
+
+
+def build_service(
+    settings: Settings,
+    classifier: Classifier,
+    metrics: Metrics | None = None,
+    health: HealthState | None = None,
+    watch: Any = None,
+) -> ClassifierService:
+    """Create the consumer, producer and delivery strategy and return a ready service.
+
+    Args:
+        settings: Validated settings.
+        classifier: Loaded bundle (or anything with its interface).
+        metrics: Prometheus metrics (a private registry by default).
+        health: Liveness/readiness state (a new one by default).
+        watch: ``(model_dir, serving_version_dir, load)`` to enable hot reload, or ``None``.
+
+    Raises:
+        confluent_kafka.KafkaException: bad client configuration, or (exactly-once)
+            transactions could not be initialised.
+    """
+    from confluent_kafka import Consumer, Producer
+
+    metrics = metrics or Metrics()
+    health = health or HealthState(stuck_after_s=settings.flush_timeout_s + 60)
+    config = consumer_config(settings)
+    if settings.stats_interval_ms:
+        config["stats_cb"] = metrics.on_stats
+    consumer = Consumer(config)
+    producer = Producer(producer_config(settings))
+    delivery: Delivery = (
+        ExactlyOnce(producer, consumer, settings.flush_timeout_s)
+        if settings.exactly_once
+        else AtLeastOnce(producer, consumer, settings.flush_timeout_s)
+    )
+    watcher = None
+    if watch is not None and settings.reload_interval_s > 0:
+        model_dir, serving, load = watch
+        if ModelWatcher.watchable(model_dir):
+            watcher = ModelWatcher(
+                model_dir,
+                serving,
+                load,
+                settings.reload_interval_s,
+                on_refused=metrics.model_reloads.labels("refused").inc,
+            )
+    return ClassifierService(
+        settings, classifier, consumer, producer, delivery, metrics, health, watcher
+    )

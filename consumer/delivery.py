@@ -1,0 +1,222 @@
+"""How a micro-batch's output becomes durable and its input offsets committed.
+
+Two guarantees, one interface (``begin`` → ``produce``… → ``commit`` or ``abort``):
+
+* :class:`AtLeastOnce` — idempotent producer; ``commit`` waits until the broker has
+  acknowledged every record of the batch, then commits the consumer offsets. A crash in
+  between repeats the batch after restart; nothing is skipped.
+* :class:`ExactlyOnce` — Kafka transactions (KIP-98/KIP-447), the pattern of
+  confluent-kafka-python's ``examples/eos-transactions.py``: outputs and input offsets are
+  committed atomically with ``send_offsets_to_transaction``; on failure the transaction is
+  aborted and the caller rewinds the input, so a ``read_committed`` reader sees each
+  output exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import structlog
+
+
+class DeliveryError(Exception):
+    """Output could not be made durable; nothing was committed. The process should exit."""
+
+
+class BatchAbortedError(Exception):
+    """The batch's transaction was aborted; rewind its partitions and process it again."""
+
+
+class Delivery(Protocol):
+    """A micro-batch's output path (see module docstring)."""
+
+    def begin(self) -> None:
+        """Start a batch."""
+        ...
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue one output record."""
+        ...
+
+    def flush(self) -> None:
+        """Wait (in the worker thread) until the batch's records are sent.
+
+        Raises:
+            DeliveryError: (at-least-once) records failed or were not acknowledged in time.
+        """
+        ...
+
+    def commit(self, offsets: list[Any]) -> bool:
+        """Make the batch's output durable, then commit ``offsets`` (next offset to read).
+
+        Returns:
+            False when the offsets could not be committed (the output is durable; the
+            input will be delivered again), True otherwise.
+
+        Raises:
+            DeliveryError: output not acknowledged / fatal producer error.
+            BatchAbortedError: (exactly-once) the transaction was aborted.
+        """
+        ...
+
+    def abort(self) -> None:
+        """Give up the batch's output where possible (a no-op for at-least-once)."""
+        ...
+
+
+class _Producing:
+    """Shared produce path: retries on a full local queue, records delivery failures."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.failures: list[str] = []
+        self._log = structlog.get_logger("consumer")
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue one record; on a full local queue serve delivery reports and retry."""
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # local queue full: serve delivery reports, then retry
+                self.producer.poll(0.1)
+
+    def _on_delivery(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self.failures.append(f"{message.topic()}: {error}")
+
+
+class AtLeastOnce(_Producing):
+    """Idempotent producer + synchronous offset commit after the broker's acks.
+
+    Args:
+        producer: ``confluent_kafka.Producer`` (``enable.idempotence``, ``acks=all``).
+        consumer: ``confluent_kafka.Consumer`` whose offsets are committed.
+        flush_timeout_s: Longest wait for acknowledgements (s).
+    """
+
+    def __init__(self, producer: Any, consumer: Any, flush_timeout_s: float) -> None:
+        super().__init__(producer)
+        self.consumer = consumer
+        self.flush_timeout_s = flush_timeout_s
+
+    def begin(self) -> None:
+        """Start a batch: forget the previous batch's delivery failures."""
+        self.failures.clear()
+
+    def flush(self) -> None:
+        """Wait for the broker's acks (see :meth:`wait_for_acks`)."""
+        self.wait_for_acks()
+
+    def wait_for_acks(self) -> None:
+        """Block until every queued record is acknowledged (or failed).
+
+        Raises:
+            DeliveryError: a record failed, or acks are missing after ``flush_timeout_s``.
+        """
+        deadline = time.monotonic() + self.flush_timeout_s
+        remaining = self.producer.flush(min(1.0, self.flush_timeout_s))
+        while remaining and time.monotonic() < deadline:
+            self._log.warning("waiting_for_broker_acks", unacknowledged=remaining)
+            remaining = self.producer.flush(min(5.0, max(0.0, deadline - time.monotonic())))
+        if remaining or self.failures:
+            raise DeliveryError(
+                f"{remaining} records unacknowledged after {self.flush_timeout_s} s, "
+                f"{len(self.failures)} failed {self.failures[:3]}; offsets not committed"
+            )
+
+    def commit(self, offsets: list[Any]) -> bool:
+        """Wait for acks, then synchronously commit ``offsets``; False if the commit failed."""
+        from confluent_kafka import KafkaException
+
+        self.wait_for_acks()
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Output is durable; a later commit covers these offsets, or the input is
+            # delivered again (at-least-once: repeated, never lost).
+            self._log.warning("commit_failed", error=str(exc))
+            return False
+        return True
+
+    def abort(self) -> None:
+        """Nothing to undo: acknowledged records stay (they may be repeated, never lost)."""
+        return
+
+
+class ExactlyOnce(_Producing):
+    """Transactional producer: outputs and input offsets commit atomically.
+
+    Args:
+        producer: ``confluent_kafka.Producer`` with ``transactional.id`` set.
+        consumer: ``confluent_kafka.Consumer`` with ``isolation.level=read_committed``.
+        timeout_s: Timeout of each transactional call (s).
+
+    Raises:
+        confluent_kafka.KafkaException: ``init_transactions`` failed (e.g. broker down).
+    """
+
+    def __init__(self, producer: Any, consumer: Any, timeout_s: float) -> None:
+        super().__init__(producer)
+        self.consumer = consumer
+        self.timeout_s = timeout_s
+        # Fences a previous instance with the same transactional.id and aborts its
+        # unfinished transaction, so a restart after SIGKILL recovers at once.
+        producer.init_transactions(timeout_s)
+        self._open = False
+
+    def begin(self) -> None:
+        """Begin the batch's transaction."""
+        self.failures.clear()
+        self.producer.begin_transaction()
+        self._open = True
+
+    def flush(self) -> None:
+        """Send queued records; failures surface as an abortable commit error."""
+        # Failures surface as an abortable error from commit_transaction.
+        self.producer.flush(self.timeout_s)
+
+    def commit(self, offsets: list[Any]) -> bool:
+        """Add ``offsets`` to the transaction and commit it (retrying retriable errors)."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), self.timeout_s
+            )
+            self._commit_with_retry()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.txn_requires_abort():
+                self.abort()
+                raise BatchAbortedError(f"transaction aborted: {error}") from exc
+            raise DeliveryError(f"fatal transactional error: {error}") from exc
+        self._open = False
+        return True
+
+    def _commit_with_retry(self) -> None:
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                self.producer.commit_transaction(self.timeout_s)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                self._log.warning("commit_transaction_retry", error=str(exc))
+
+    def abort(self) -> None:
+        """Abort the open transaction, if any."""
+        from confluent_kafka import KafkaException
+
+        if not self._open:
+            return
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            raise DeliveryError(f"could not abort the transaction: {exc}") from exc
+        finally:
+            self._open = False

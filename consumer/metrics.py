@@ -1,0 +1,191 @@
+"""Prometheus metrics and the HTTP endpoints ``/metrics``, ``/healthz`` and ``/readyz``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+#: Micro-batch sizes (messages).
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+#: Seconds, 1 ms … 60 s.
+_SECONDS_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own.
+
+    Names follow Prometheus conventions (``_total`` counters, base units in seconds).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.consumed = Counter(
+            "classifier_messages_consumed", "Records read from the input topic.", registry=r
+        )
+        self.predicted = Counter(
+            "classifier_predictions", "Predictions produced (acknowledged batches).", registry=r
+        )
+        self.dead_lettered = Counter(
+            "classifier_dead_letters",
+            "Records sent to the dead-letter topic, by error code.",
+            ["error_code"],
+            registry=r,
+        )
+        self.low_confidence = Counter(
+            "classifier_low_confidence",
+            "Predictions below the confidence threshold.",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "classifier_batch_size", "Records per micro-batch.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.inference_seconds = Histogram(
+            "classifier_inference_seconds",
+            "Model time per micro-batch (preprocessing included).",
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "classifier_end_to_end_latency_seconds",
+            "Prediction produced minus the input record's Kafka timestamp.",
+            buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "classifier_consumer_lag",
+            "Records between the consumer's position and the partition's high watermark.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model = Info("classifier_model", "The model version being served.", registry=r)
+        self.rebalances = Counter(
+            "classifier_rebalances",
+            "Rebalance events seen by this consumer, by kind (assign, revoke, lost).",
+            ["kind"],
+            registry=r,
+        )
+        self.model_reloads = Counter(
+            "classifier_model_reloads",
+            "Model bundles swapped in (outcome=loaded) or refused (outcome=refused).",
+            ["outcome"],
+            registry=r,
+        )
+        self.aborted_batches = Counter(
+            "classifier_aborted_batches",
+            "Batches whose output was aborted (transaction aborted, partitions lost).",
+            registry=r,
+        )
+
+    def on_stats(self, stats_json: str) -> None:
+        """Update the per-partition consumer-lag gauge (librdkafka ``stats_cb``).
+
+        Args:
+            stats_json: librdkafka's statistics JSON (``topics.<t>.partitions.<p>.consumer_lag``).
+        """
+        stats: dict[str, Any] = json.loads(stats_json)
+        for topic, t in stats.get("topics", {}).items():
+            for partition, p in t.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if partition != "-1" and lag >= 0 and p.get("fetch_state") != "none":
+                    self.consumer_lag.labels(topic, partition).set(lag)
+
+    def forget_partitions(self, partitions: list[tuple[str, int]]) -> None:
+        """Drop the lag series of partitions this consumer no longer owns."""
+        for topic, partition in partitions:
+            with contextlib.suppress(KeyError):
+                self.consumer_lag.remove(topic, str(partition))
+
+
+class HealthState:
+    """What ``/healthz`` and ``/readyz`` report; updated by the service loop.
+
+    Attributes:
+        stuck_after_s: The loop counts as stuck when its last heartbeat, or the batch in
+            flight, is older than this (s).
+    """
+
+    def __init__(self, stuck_after_s: float) -> None:
+        self.stuck_after_s = stuck_after_s
+        self.last_heartbeat = time.monotonic()
+        self.batch_started: float | None = None
+        self.model_loaded = False
+        self.assigned_partitions = 0
+
+    def beat(self) -> None:
+        """Record that the loop is turning."""
+        self.last_heartbeat = time.monotonic()
+
+    def live(self) -> tuple[bool, str]:
+        """Whether the process is alive and its loop is not stuck, with a reason."""
+        now = time.monotonic()
+        if now - self.last_heartbeat > self.stuck_after_s:
+            return False, f"loop silent for {now - self.last_heartbeat:.0f} s"
+        if self.batch_started is not None and now - self.batch_started > self.stuck_after_s:
+            return False, f"batch in flight for {now - self.batch_started:.0f} s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether a model is loaded and partitions are assigned, with a reason."""
+        if not self.model_loaded:
+            return False, "model not loaded"
+        if self.assigned_partitions == 0:
+            return False, "no partitions assigned"
+        return True, "ok"
+
+
+def serve_http(host: str, port: int, metrics: Metrics, health: HealthState) -> ThreadingHTTPServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread.
+
+    Returns:
+        The running server (``.server_address`` has the bound port; call ``shutdown()``).
+
+    Raises:
+        OSError: the address is in use or cannot be bound.
+    """
+    routes: dict[str, Callable[[], tuple[bool, str]]] = {
+        "/healthz": health.live,
+        "/readyz": health.ready,
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif path in routes:
+                ok, reason = routes[path]()
+                self._send(200 if ok else 503, (reason + "\n").encode(), "text/plain")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # scrapes every few seconds would drown the JSON logs
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server
