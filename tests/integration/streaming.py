@@ -185,3 +185,13 @@ def offsets_in_order(outputs: list[Output], key_of: Callable[[Output], object]) 
         if offset not in offsets:
             offsets.append(offset)
     return all(v == sorted(v) for v in seen.values())
+
+
+def wait_for_log(path: Path, predicate: Callable[[dict[str, Any]], bool], timeout_s: float) -> bool:
+    """Wait until the consumer's JSON log has an event matching ``predicate``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and any(predicate(e) for e in log_events(path)):
+            return True
+        time.sleep(0.2)
+    return False

@@ -9,9 +9,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,6 +24,7 @@ from tests.integration.streaming import (
     produce,
     start_consumer,
     wait_exit,
+    wait_for_log,
 )
 
 BAD: list[tuple[bytes, bytes | None]] = [
@@ -129,17 +128,6 @@ def test_exactly_once_survives_sigkill(
     assert offsets_in_order(collector.predictions, key_of=lambda o: o.key)
 
 
-def _wait_for_log(
-    path: Path, predicate: Callable[[dict[str, Any]], bool], timeout_s: float
-) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and any(predicate(e) for e in log_events(path)):
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_rebalance_commits_revoked_work_before_giving_it_up(
     kafka_bootstrap: str, new_topic: TopicFactory, bbc_bundle: Path, bbc_csv: Path, tmp_path: Path
 ) -> None:
@@ -168,7 +156,7 @@ def test_rebalance_commits_revoked_work_before_giving_it_up(
         b = start_consumer(
             bbc_bundle, kafka_bootstrap, topics, group, log_b, "--max-batch-size", "8"
         )
-        joined = _wait_for_log(
+        joined = wait_for_log(
             log_b, lambda e: e.get("event") == "partitions_assigned" and e["partitions"], 120
         )
         assert joined, log_b.read_text()[-3000:]

@@ -28,6 +28,11 @@ MALFORMED: dict[bytes, tuple[bytes | None, str]] = {
     b"bad-wrong-type": (b'{"id": 12, "text": "numeric id"}', "schema_violation"),
     b"bad-array": (b'["id", "text"]', "not_an_object"),
     b"bad-tombstone": (None, "null_value"),
+    b"bad-version": (
+        b'{"id": "x", "text": "fine", "schema_version": 2}',
+        "unsupported_schema_version",
+    ),
+    b"bad-too-large": (b'{"id": "x", "text": "' + b"z" * 120_000 + b'"}', "text_too_large"),
 }
 
 
