@@ -113,3 +113,36 @@ def test_encoded_bytes_uses_text_when_utf8() -> None:
     assert EncodedBytes.from_bytes("héllo".encode()) == EncodedBytes(encoding="utf-8", data="héllo")
     b = EncodedBytes.from_bytes(b"\x80")
     assert b.data == base64.b64encode(b"\x80").decode()
+
+
+def test_text_over_the_byte_limit_is_rejected_before_and_after_parsing() -> None:
+    small = json.dumps({"id": "a", "text": "é" * 60}).encode()  # 120 bytes of text
+    with pytest.raises(InvalidRecordError) as info:
+        parse_input(record(small), max_text_bytes=100)
+    assert info.value.code is ErrorCode.TEXT_TOO_LARGE
+    assert "120 bytes" in info.value.reason
+    parse_input(record(small), max_text_bytes=120)
+    huge = b'{"id": "a", "text": "' + b"x" * 2_000_000 + b'"}'
+    with pytest.raises(InvalidRecordError) as info:
+        parse_input(record(huge), max_text_bytes=1000)
+    assert info.value.code is ErrorCode.TEXT_TOO_LARGE
+
+
+def test_unknown_schema_version_is_rejected_known_one_accepted() -> None:
+    with pytest.raises(InvalidRecordError) as info:
+        parse_input(record(b'{"id": "a", "text": "t", "schema_version": 2}'))
+    assert info.value.code is ErrorCode.UNSUPPORTED_SCHEMA_VERSION
+    assert parse_input(record(b'{"id": "a", "text": "t", "schema_version": 1}')).schema_version == 1
+
+
+def test_dead_letter_of_an_oversized_value_keeps_its_fingerprint_not_its_bytes() -> None:
+    import hashlib
+
+    raw = b"x" * 5000
+    letter = dead_letter(record(raw), ErrorCode.TEXT_TOO_LARGE, "too big", max_value_bytes=1000)
+    assert letter.value is None
+    assert letter.value_size == 5000
+    assert letter.value_sha256 == hashlib.sha256(raw).hexdigest()
+    kept = dead_letter(record(raw), ErrorCode.TEXT_TOO_LARGE, "too big", max_value_bytes=5000)
+    assert kept.value is not None
+    assert kept.value.to_bytes() == raw
