@@ -250,3 +250,16 @@ def new_topic(admin_client: AdminClient) -> Iterator[TopicFactory]:
                 future.result(timeout=TOPIC_READY_TIMEOUT_S)
             except Exception as exc:  # teardown must not mask the test's own outcome
                 log.warning("could not delete topic %s: %s", name, exc)
+
+
+@pytest.fixture(autouse=True)
+def _reap_consumers() -> Iterator[None]:
+    """Kill consumer processes a test left running (e.g. after a failed assertion)."""
+    from tests.integration.streaming import STARTED
+
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

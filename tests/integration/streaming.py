@@ -16,6 +16,8 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Consumer processes started by tests; the ``_reap_consumers`` fixture kills leftovers.
+STARTED: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ def start_consumer(
         args += ["--metrics-port", "0"]  # several consumers may run at once
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     with log_path.open("ab") as log:
-        return subprocess.Popen(args, cwd=REPO_ROOT, stdout=log, stderr=log, env=env)
+        proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=log, stderr=log, env=env)
+    STARTED.append(proc)
+    return proc
 
 
 def log_events(log_path: Path) -> list[dict[str, Any]]:
