@@ -17,6 +17,7 @@ os.environ.setdefault(
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -51,12 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from confluent_kafka import KafkaException
 
-    from model import BundleError, load_bundle
+    from model import Bundle, BundleError, load_bundle
+
+    def load_warm(path: Path) -> Bundle:
+        """Load a bundle and compile its inference engine before it serves (off the hot path)."""
+        bundle = load_bundle(path)
+        seconds = bundle.warmup()
+        log.info("model_warmed_up", model_version=bundle.version, seconds=round(seconds, 2))
+        return bundle
 
     metrics = Metrics()
     health = HealthState(stuck_after_s=settings.flush_timeout_s + 60)
     try:
-        bundle = load_bundle(settings.bundle)
+        bundle = load_warm(settings.bundle)
         ensure_topics(settings)
         server = (
             serve_http(settings.metrics_host, settings.metrics_port, metrics, health)
@@ -74,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         service = build_service(
-            settings, bundle, metrics, health, watch=(settings.bundle, bundle.path, load_bundle)
+            settings, bundle, metrics, health, watch=(settings.bundle, bundle.path, load_warm)
         )
     except KafkaException as exc:
         log.error("startup_failed", error=f"cannot create the Kafka clients: {exc}")
