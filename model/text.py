@@ -5,14 +5,21 @@ lower-casing, the customer-service seed's regex clean-up (URLs and e-mail addres
 removed, runs of dashes and whitespace collapsed, optionally digits → ``0``), splitting
 on whitespace after replacing the punctuation that ``keras.preprocessing.text.Tokenizer``
 filters by default, and removal of NLTK's English stopwords.
+
+Japanese has no spaces between words, so ``tokenizer="fugashi"`` segments it with MeCab
+(the ``fugashi`` binding, as in the livedoor seed's MeCab step) and the UniDic-lite
+dictionary (``unidic-lite``, installed from PyPI with its dictionary, so it works offline).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import threading
+import unicodedata
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from model.stopwords import NLTK_ENGLISH_STOPWORDS
 
@@ -27,6 +34,15 @@ _DASHES = re.compile(r"-{2,}")
 _WHITESPACE = re.compile(r"\s+")
 _FILTER_TABLE = str.maketrans(dict.fromkeys(KERAS_TOKENIZER_FILTERS, " "))
 
+#: UniDic part-of-speech (``pos1``) of morphemes that are not words: punctuation, brackets
+#: and symbols (補助記号, "supplementary symbol") and whitespace (空白).
+UNIDIC_NON_WORD_POS = frozenset({"補助記号", "空白"})
+
+Tokenizer = Literal["keras", "fugashi"]
+
+if TYPE_CHECKING:
+    from fugashi import Tagger
+
 
 class TextConfig(BaseModel):
     """How raw text becomes tokens. Stored in every bundle, so serving matches training.
@@ -37,7 +53,19 @@ class TextConfig(BaseModel):
         strip_emails: Replace e-mail addresses with a space.
         digits_to_zero: Replace every digit with ``0`` (so "2004" and "1999" share a token).
         collapse_dashes: Replace runs of two or more dashes with one space.
-        remove_stopwords: Drop tokens in NLTK's English stopword list.
+        remove_stopwords: Drop tokens in NLTK's English stopword list (turn it off for
+            Japanese: the list is English).
+        unicode_nfkc: Apply Unicode NFKC normalisation first (full-width Latin letters and
+            digits → ASCII,
+            half-width katakana → full-width); the usual first step for Japanese text.
+        tokenizer: ``"keras"`` splits on whitespace after replacing the Keras ``Tokenizer``
+            filter characters (English and other space-separated languages);
+            ``"fugashi"`` segments words with MeCab + UniDic-lite (Japanese), drops
+            punctuation/symbol/whitespace morphemes and then applies the same filters.
+        keep_pos: With ``tokenizer="fugashi"``, keep only morphemes whose UniDic part of
+            speech (``pos1``) is listed, e.g. ``("名詞", "動詞", "形容詞")`` (nouns, verbs,
+            adjectives: the content words, the usual MeCab preprocessing for Japanese topic
+            classification); empty keeps every word.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,6 +76,15 @@ class TextConfig(BaseModel):
     digits_to_zero: bool = False
     collapse_dashes: bool = True
     remove_stopwords: bool = True
+    unicode_nfkc: bool = False
+    tokenizer: Tokenizer = "keras"
+    keep_pos: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_pos(self) -> Self:
+        if self.keep_pos and self.tokenizer != "fugashi":
+            raise ValueError("keep_pos needs tokenizer='fugashi' (parts of speech come from MeCab)")
+        return self
 
 
 def normalise(text: str, config: TextConfig) -> str:
@@ -55,6 +92,8 @@ def normalise(text: str, config: TextConfig) -> str:
 
     Returns the cleaned text with single spaces between words (punctuation kept).
     """
+    if config.unicode_nfkc:
+        text = unicodedata.normalize("NFKC", text)
     if config.lowercase:
         text = text.lower()
     if config.strip_urls:
@@ -71,10 +110,24 @@ def normalise(text: str, config: TextConfig) -> str:
 def tokenise(text: str, config: TextConfig) -> list[str]:
     """Normalise ``text``, split it into tokens and drop stopwords when configured.
 
-    Splitting follows ``keras.preprocessing.text.text_to_word_sequence``: every character
-    of :data:`KERAS_TOKENIZER_FILTERS` becomes a space, then the text is split on whitespace.
+    With ``tokenizer="keras"``, splitting follows
+    ``keras.preprocessing.text.text_to_word_sequence``: every character of
+    :data:`KERAS_TOKENIZER_FILTERS` becomes a space, then the text is split on whitespace.
+    With ``tokenizer="fugashi"`` the normalised text is first segmented into morphemes
+    (see :func:`segment_japanese`).
+
+    Raises:
+        ImportError: ``tokenizer="fugashi"`` without the ``fugashi``/``unidic-lite`` packages.
     """
-    tokens = normalise(text, config).translate(_FILTER_TABLE).split()
+    normalised = normalise(text, config)
+    if config.tokenizer == "fugashi":
+        tokens = [
+            part
+            for word in segment_japanese(normalised, words_only=True, keep_pos=config.keep_pos)
+            for part in word.translate(_FILTER_TABLE).split()
+        ]
+    else:
+        tokens = normalised.translate(_FILTER_TABLE).split()
     if config.remove_stopwords:
         return [t for t in tokens if t not in NLTK_ENGLISH_STOPWORDS]
     return tokens
@@ -83,3 +136,43 @@ def tokenise(text: str, config: TextConfig) -> list[str]:
 def tokenise_many(texts: Iterable[str], config: TextConfig) -> list[list[str]]:
     """Tokenise each text of ``texts`` (see :func:`tokenise`)."""
     return [tokenise(t, config) for t in texts]
+
+
+_local = threading.local()
+
+
+def _tagger() -> Tagger:
+    """One MeCab tagger per thread (a tagger is not safe to share between threads)."""
+    tagger: Tagger | None = getattr(_local, "tagger", None)
+    if tagger is None:
+        from fugashi import Tagger
+
+        tagger = Tagger()  # finds the unidic-lite dictionary installed from PyPI
+        _local.tagger = tagger
+    return tagger
+
+
+def segment_japanese(
+    text: str, words_only: bool = False, keep_pos: Collection[str] = ()
+) -> list[str]:
+    """Split Japanese ``text`` into morpheme surface forms with MeCab + UniDic-lite.
+
+    Args:
+        text: Any text; runs of Latin letters and digits come back as single morphemes.
+        words_only: Drop morphemes whose UniDic part of speech is a symbol, punctuation
+            or whitespace (:data:`UNIDIC_NON_WORD_POS`).
+        keep_pos: If not empty, keep only morphemes whose UniDic ``pos1`` is listed.
+
+    Returns:
+        Surface forms in text order; with ``words_only=False`` they concatenate to the
+        input minus whitespace.
+
+    Raises:
+        ImportError: ``fugashi`` or ``unidic-lite`` is not installed.
+    """
+    words: list[Any] = list(_tagger()(text))
+    if keep_pos:
+        words = [w for w in words if w.feature.pos1 in keep_pos]
+    if words_only:
+        return [w.surface for w in words if w.feature.pos1 not in UNIDIC_NON_WORD_POS]
+    return [w.surface for w in words]
