@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from model.engine import FULL_LENGTH_CHUNK, EngineConfig, InferenceEngine, configure_threads
 from model.network import NetworkConfig
 from model.pipeline import TextPipeline
 from model.sequences import SequenceConfig
@@ -44,8 +47,9 @@ MODEL_FILE = "model.keras"
 VOCABULARY_FILE = "vocabulary.json"
 METRICS_FILE = "metrics.json"
 CURRENT = "current"
-#: Rows per forward pass in :meth:`Bundle.predict_proba` (bounds memory on large inputs).
-PREDICT_CHUNK = 512
+#: Rows per forward pass of the unmasked (``keras-full``) path (bounds memory on large inputs);
+#: the other paths cut batches into length-sorted chunks of at most 256 rows.
+PREDICT_CHUNK = FULL_LENGTH_CHUNK
 
 
 class BundleError(Exception):
@@ -88,11 +92,21 @@ class Bundle:
         model: The Keras model, ``(batch, seq_len) int32 → (batch, n_classes) float32``.
     """
 
-    def __init__(self, path: Path, manifest: BundleManifest, pipeline: TextPipeline, model: Any):
+    def __init__(
+        self,
+        path: Path,
+        manifest: BundleManifest,
+        pipeline: TextPipeline,
+        model: Any,
+        engine_config: EngineConfig | None = None,
+    ):
         self.path = path
         self.manifest = manifest
         self.pipeline = pipeline
         self.model = model
+        self.engine_config = engine_config
+        self._engine: InferenceEngine | None = None
+        self._engine_lock = threading.Lock()
 
     @property
     def version(self) -> str:
@@ -104,30 +118,75 @@ class Bundle:
         """Class names in the order of the model's output columns."""
         return self.manifest.labels
 
-    def predict_ids(self, ids: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
-        """Map ``(batch, seq_len) int32`` ids to ``(batch, n_classes) float32`` probabilities."""
-        import keras
+    @property
+    def engine(self) -> InferenceEngine:
+        """The compiled, length-aware inference engine (built and self-checked on first use).
 
+        See :mod:`model.engine`: on the first call it verifies its path against the Keras
+        model (about a second); :meth:`warmup` also compiles every batch shape up front.
+        """
+        engine = self._engine
+        if engine is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = InferenceEngine(self.model, self.pipeline, self.engine_config)
+                engine = self._engine
+        return engine
+
+    def warmup(self) -> float:
+        """Build the engine and compile all its batch shapes now (not on the first batches).
+
+        Returns:
+            Seconds spent (a few on a 2-core machine).
+        """
+        began = time.perf_counter()
+        self.engine.warmup()
+        return time.perf_counter() - began
+
+    def predict_ids(self, ids: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
+        """Padded ``(batch, seq_len) int32`` ids → ``(batch, n_classes) float32`` probabilities.
+
+        0 is padding, on either side; rows sum to 1. Equal within ``1e-5`` to ``model(ids)``;
+        with a masked model the padding is not computed.
+
+        Raises:
+            ValueError: ``ids`` is not two-dimensional, or an id is outside the embedding.
+        """
         if len(ids) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        parts = [
-            keras.ops.convert_to_numpy(self.model(ids[i : i + PREDICT_CHUNK], training=False))
-            for i in range(0, len(ids), PREDICT_CHUNK)
-        ]
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        return self.engine.predict_ids(ids)
 
     def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Class probabilities of raw texts → ``(batch, n_classes) float32``, rows sum to 1."""
-        return self.predict_ids(self.pipeline.encode(texts))
+        """Class probabilities of raw texts → ``(len(texts), n_classes) float32``, rows sum to 1.
+
+        Same numbers (within ``1e-5``) as ``model.predict(pipeline.encode(texts))``, computed
+        by the length-aware engine: sorted, trimmed micro-batches through one compiled function.
+        """
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.engine.predict_proba(texts)
 
     def top_k(
         self, probabilities: npt.NDArray[np.float32], k: int
     ) -> list[list[tuple[str, float]]]:
-        """The ``k`` most probable ``(label, probability)`` pairs per row, highest first."""
+        """The ``k`` most probable ``(label, probability)`` pairs per row, highest first.
+
+        Args:
+            probabilities: ``(batch, n_classes)`` rows from :meth:`predict_proba`.
+            k: Pairs per row; capped at the number of classes.
+
+        Returns:
+            ``batch`` lists of ``min(k, n_classes)`` pairs; ties keep label order.
+        """
         k = min(k, len(self.labels))
+        labels = self.labels
+        if len(probabilities) == 1:  # the consumer's per-message call: no numpy sort overhead
+            row = probabilities[0].tolist()
+            best = sorted(range(len(row)), key=row.__getitem__, reverse=True)[:k]
+            return [[(labels[j], float(row[j])) for j in best]]
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         return [
-            [(self.labels[j], float(row[j])) for j in idx]
+            [(labels[j], float(row[j])) for j in idx]
             for row, idx in zip(probabilities, order, strict=True)
         ]
 
@@ -179,6 +238,7 @@ def load_bundle(path: Path | str) -> Bundle:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"unreadable vocabulary in {version_dir}: {exc}") from exc
 
+    configure_threads()  # TensorFlow's thread pools are sized before its first operation
     import keras
 
     try:

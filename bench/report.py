@@ -1,0 +1,255 @@
+"""The benchmark's tables (markdown) and target checks, from the results JSON."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: The issue's targets: (name, stream or "both", description).
+TARGET_SHORT_VS_FIXED = 1.5
+TARGET_LONG_VS_FIXED = 0.8
+TARGET_VS_NAIVE = 200.0
+TARGET_P99_MS = 250.0
+TARGET_RSS_GB = 1.5
+
+
+def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
+    cur: Any = d
+    for key in path:
+        if not isinstance(cur, Mapping) or key not in cur:
+            return None
+        cur = cur[key]
+    return cur
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _pcts(p: Mapping[str, float] | None) -> str:
+    if not p:
+        return "-"
+    return " / ".join(_num(p.get(q)) for q in ("p50", "p95", "p99"))
+
+
+def useful_work(
+    stream: Mapping[str, Any], rate: float | None, peak_gflops: float | None
+) -> tuple[float | None, float | None]:
+    """Useful GFLOP/s at ``rate`` messages/s, and that as a fraction of ``peak_gflops``.
+
+    Useful work is 2 x the multiply-adds on real tokens (recurrent layers) plus the dense
+    head's per message.
+    """
+    macs = stream.get("macs") or {}
+    tokens = stream.get("mean_real_tokens")
+    if not rate or not macs or tokens is None:
+        return None, None
+    flop_per_msg = 2 * (tokens * macs["macs_per_token"] + macs["head_macs_per_sequence"])
+    gflops = rate * flop_per_msg / 1e9
+    return gflops, (gflops / peak_gflops if peak_gflops else None)
+
+
+def targets(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets evaluated on ``results`` (ratios within this one run).
+
+    Returns:
+        Rows ``{"target", "stream", "value", "required", "met"}`` (``met`` is None when a
+        stage is missing).
+    """
+    rows: list[dict[str, Any]] = []
+    streams = results.get("streams", {})
+
+    def add(target: str, stream: str, value: float | None, required: float, higher: bool) -> None:
+        met = None if value is None else (value >= required if higher else value <= required)
+        rows.append(
+            {"target": target, "stream": stream, "value": value, "required": required, "met": met}
+        )
+
+    for name, s in streams.items():
+        e2e = _get(s, "e2e", "saturation", "msgs_per_s")
+        fixed = _get(s, "fixed", "msgs_per_s")
+        naive = _get(s, "naive", "msgs_per_s")
+        if name == "short":
+            add(
+                "(4) >= 1.5 x (2) fixed-shape",
+                name,
+                e2e / fixed if e2e and fixed else None,
+                TARGET_SHORT_VS_FIXED,
+                True,
+            )
+        if name == "long":
+            add(
+                "(4) >= 0.8 x (2) fixed-shape",
+                name,
+                e2e / fixed if e2e and fixed else None,
+                TARGET_LONG_VS_FIXED,
+                True,
+            )
+        add("(4) >= 200 x (1) naive", name, e2e / naive if e2e and naive else None, 200.0, True)
+        paced = _get(s, "e2e", "paced") or []
+        half = next((p for p in paced if abs(p["load"] - 0.5) < 1e-9), None)
+        add(
+            "p99 e2e latency at 50% load <= 250 ms",
+            name,
+            _get(half, "e2e_ms", "p99"),
+            TARGET_P99_MS,
+            False,
+        )
+        hwm = _get(s, "e2e", "memory_kb", "VmHWM")
+        add(
+            "consumer peak RSS <= 1.5 GB",
+            name,
+            hwm * 1024 / 1e9 if hwm else None,
+            TARGET_RSS_GB,
+            False,
+        )
+    return rows
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    """The results as markdown: throughput/latency table, useful work, targets."""
+    streams: Mapping[str, Any] = results.get("streams", {})
+    names = list(streams)
+    peak = _get(results, "peak", "peak_gflops")
+    lines = []
+    header = "| stage | " + " | ".join(names) + " |"
+    rule = "| --- |" + " ---: |" * len(names)
+
+    def row(label: str, values: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+    lines += [header, rule]
+    row(
+        "messages (distinct texts) · mean real tokens/msg",
+        [
+            f"{_num(_get(s, 'engine', 'messages') or _get(s, 'fixed', 'messages'))} "
+            f"({_num(s.get('distinct'))}) · {_num(s.get('mean_real_tokens'), 1)}"
+            for s in streams.values()
+        ],
+    )
+    row(
+        "1 naive: per-message `model.predict` (msgs/s, sampled)",
+        [_num(_get(s, "naive", "msgs_per_s"), 1) for s in streams.values()],
+    )
+    row(
+        "2 fixed-shape: 256 x max_len `predict_on_batch`, incl. tokenisation (msgs/s)",
+        [_num(_get(s, "fixed", "msgs_per_s")) for s in streams.values()],
+    )
+    row(
+        "2' fixed-shape, inference only (msgs/s)",
+        [_num(_get(s, "fixed", "infer_msgs_per_s")) for s in streams.values()],
+    )
+    row(
+        "3 engine: `Bundle.predict_proba` per 256, incl. tokenisation (msgs/s)",
+        [_num(_get(s, "engine", "msgs_per_s")) for s in streams.values()],
+    )
+    row(
+        "3' engine, inference only (msgs/s)",
+        [_num(_get(s, "engine", "infer_msgs_per_s")) for s in streams.values()],
+    )
+    row(
+        "4 end to end through Kafka, saturated (msgs/s)",
+        [_num(_get(s, "e2e", "saturation", "msgs_per_s")) for s in streams.values()],
+    )
+    row(
+        "4 e2e latency draining the backlog, p50/p95/p99 (ms; mostly queueing)",
+        [_pcts(_get(s, "e2e", "saturation", "e2e_ms")) for s in streams.values()],
+    )
+    row(
+        "4 consumer processing latency at saturation, p50/p95/p99 (ms)",
+        [_pcts(_get(s, "e2e", "saturation", "processing_ms")) for s in streams.values()],
+    )
+    loads = sorted({p["load"] for s in streams.values() for p in (_get(s, "e2e", "paced") or [])})
+    for load in loads:
+
+        def paced(s: Mapping[str, Any], load: float = load) -> Mapping[str, Any] | None:
+            return next((p for p in _get(s, "e2e", "paced") or [] if p["load"] == load), None)
+
+        row(
+            f"4 e2e latency, producer paced at {load:.0%} (msgs/s · p50/p95/p99 ms)",
+            [
+                f"{_num(_get(paced(s), 'achieved_rate'))} · {_pcts(_get(paced(s), 'e2e_ms'))}"
+                for s in streams.values()
+            ],
+        )
+    row(
+        "5 consumer peak RSS (MB)",
+        [
+            _num((_get(s, "e2e", "memory_kb", "VmHWM") or 0) / 1024 or None)
+            for s in streams.values()
+        ],
+    )
+    lines.append("")
+    lines.append(
+        f"Useful work = 2 x multiply-adds on real (non-padding) tokens per second, against the "
+        f"measured float32 matmul peak of {_num(peak, 1)} GFLOP/s "
+        f"(nominal {_num(_get(results, 'machine', 'nominal_peak_gflops'), 1)}):"
+    )
+    lines.append("")
+    lines += [header, rule]
+    for label, key in (
+        ("2 fixed-shape", ("fixed", "msgs_per_s")),
+        ("2' fixed-shape, inference only", ("fixed", "infer_msgs_per_s")),
+        ("3' engine, inference only", ("engine", "infer_msgs_per_s")),
+        ("4 end to end", ("e2e", "saturation", "msgs_per_s")),
+    ):
+        cells = []
+        for s in streams.values():
+            gflops, share = useful_work(s, _get(s, *key), peak)
+            cells.append(f"{_num(gflops, 1)} GFLOP/s ({_num(share and share * 100, 1)}%)")
+        row(label, cells)
+    lines.append("")
+    lines.append("| target | stream | measured | required | met |")
+    lines.append("| --- | --- | ---: | ---: | :---: |")
+    for t in targets(results):
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        lines.append(
+            f"| {t['target']} | {t['stream']} | {_num(t['value'], 2)} | {t['required']:g} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def summarise_profile(path: Path, top: int = 25) -> dict[str, Any]:
+    """Summarise a py-spy ``--format raw`` file (``frame;frame;... count`` per line).
+
+    Returns:
+        ``samples``; ``threads``: samples per thread; ``self``: the ``top`` functions by
+        samples where they were the innermost frame; ``inclusive``: by samples where they
+        were anywhere on the stack (each counted once per sample).
+    """
+    samples = 0
+    threads: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        thread = next((f for f in frames if f.startswith("thread")), "?")
+        code = [f for f in frames if not f.startswith(("thread", "process"))]
+        samples += count
+        threads[thread] += count
+        if code:
+            own[_short(code[-1])] += count
+        for name in {_short(f) for f in code}:
+            inclusive[name] += count
+    return {
+        "samples": samples,
+        "threads": dict(threads.most_common(10)),
+        "self": dict(own.most_common(top)),
+        "inclusive": dict(inclusive.most_common(top)),
+    }
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/module.py:123)`` → ``func (module.py)``."""
+    name, _, where = frame.partition(" (")
+    file = where.rsplit(":", 1)[0].rsplit("/", 1)[-1]
+    return f"{name} ({file})" if file else name

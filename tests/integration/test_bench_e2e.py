@@ -1,0 +1,46 @@
+"""Stage 4 of ``python -m bench`` (end to end through the real broker) on a tiny input.
+
+Opt-in (about half a minute): ``RUN_BENCH_E2E=1 pytest tests/integration/test_bench_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench import e2e
+from bench.streams import load_stream
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("RUN_BENCH_E2E") != "1", reason="opt-in: set RUN_BENCH_E2E=1"
+)
+
+
+def test_end_to_end_stage_measures_throughput_latency_and_memory(
+    kafka_bootstrap: str, bbc_bundle: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    texts = load_stream("short", data_dir, 1).distinct
+    result = e2e.run_stream(
+        kafka_bootstrap,
+        bbc_bundle,
+        "short",
+        texts,
+        messages=400,
+        warmup=64,
+        paced_loads=[0.5],
+        paced_seconds=2.0,
+        max_batch_size=256,
+        max_wait_ms=50,
+        log_dir=tmp_path,
+    )
+    assert result["consumer_exit_code"] == 0
+    saturation = result["saturation"]
+    assert saturation["messages"] == 400
+    assert saturation["msgs_per_s"] > 0
+    assert saturation["e2e_ms"]["p50"] <= saturation["e2e_ms"]["p99"]
+    (paced,) = result["paced"]
+    assert paced["messages"] >= 1
+    assert paced["e2e_ms"]["p99"] > 0
+    assert result["memory_kb"]["VmHWM"] > 0

@@ -1,0 +1,134 @@
+"""``python -m bench`` works: the CPU stages in quick mode on real data, and its reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.report import markdown, summarise_profile, targets, useful_work
+from bench.streams import load_stream, mean_real_tokens
+from model import load_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_run_of_the_cpu_stages(bbc_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    cmd = [
+        sys.executable, "-m", "bench", "--quick", "--no-e2e",
+        "--data-dir", str(data_dir), "--bundle", str(bbc_bundle),
+        "--messages", "96", "--naive-sample", "4", "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert results["peak"]["peak_gflops"] > 0
+    for name in ("short", "long"):
+        s = results["streams"][name]
+        assert s["naive"]["messages"] == 4
+        assert s["fixed"]["messages"] == 96
+        assert s["engine"]["messages"] == 96
+        for stage in ("naive", "fixed", "engine"):
+            assert s[stage]["msgs_per_s"] > 0
+        assert s["engine"]["max_abs_diff"] <= 1e-5
+        assert s["engine"]["describe"]["path"] == "fused"
+        assert 0 < s["engine"]["real_tokens"] <= s["engine"]["computed_tokens"]
+        assert s["macs"]["macs_per_token"] > s["macs"]["executed_macs_per_token"] > 0
+    # short news snippets carry far fewer real tokens than BBC articles
+    assert (
+        results["streams"]["short"]["mean_real_tokens"]
+        < 0.5 * (results["streams"]["long"]["mean_real_tokens"])
+    )
+    table = out.with_suffix(".md").read_text()
+    assert "| 3 engine" in table
+    assert "| 1 naive" in table
+    assert "2' fixed-shape, inference only" in proc.stdout
+
+
+def test_streams_cycle_the_real_datasets(data_dir: Path, bbc_bundle: Path) -> None:
+    short = load_stream("short", data_dir, 7_700)
+    assert len(short.distinct) == 7_600
+    assert short.texts[7_600] == short.texts[0]
+    assert len(short.texts) == 7_700
+    long = load_stream("long", data_dir, 10)
+    assert len(long.distinct) == 2_225
+    pipeline = load_bundle(bbc_bundle).pipeline
+    expected = sum(min(len(pipeline.token_ids(t)), 120) for t in long.texts) / 10
+    assert mean_real_tokens(long, pipeline) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="messages"):
+        load_stream("short", data_dir, 0)
+
+
+def _results() -> dict[str, Any]:
+    stream = {
+        "naive": {"msgs_per_s": 10.0},
+        "fixed": {"msgs_per_s": 1000.0, "infer_msgs_per_s": 1500.0},
+        "engine": {"msgs_per_s": 5000.0, "infer_msgs_per_s": 9000.0},
+        "mean_real_tokens": 30.0,
+        "macs": {
+            "macs_per_token": 65536,
+            "executed_macs_per_token": 32768,
+            "head_macs_per_sequence": 8448,
+        },
+        "e2e": {
+            "saturation": {"msgs_per_s": 2500.0},
+            "paced": [{"load": 0.5, "achieved_rate": 1250.0, "e2e_ms": {"p99": 120.0}}],
+            "memory_kb": {"VmHWM": 900_000},
+        },
+    }
+    long = json.loads(json.dumps(stream))
+    long["e2e"]["saturation"]["msgs_per_s"] = 700.0
+    long["e2e"]["paced"][0]["e2e_ms"]["p99"] = 400.0
+    return {"streams": {"short": stream, "long": long}, "peak": {"peak_gflops": 100.0}}
+
+
+def test_targets_are_ratios_within_the_run() -> None:
+    rows = {(t["target"], t["stream"]): t for t in targets(_results())}
+    short = rows[("(4) >= 1.5 x (2) fixed-shape", "short")]
+    assert short["value"] == pytest.approx(2.5)
+    assert short["met"] is True
+    long = rows[("(4) >= 0.8 x (2) fixed-shape", "long")]
+    assert long["value"] == pytest.approx(0.7)
+    assert long["met"] is False
+    assert rows[("(4) >= 200 x (1) naive", "short")]["value"] == pytest.approx(250.0)
+    assert rows[("p99 e2e latency at 50% load <= 250 ms", "long")]["met"] is False
+    assert rows[("consumer peak RSS <= 1.5 GB", "short")]["value"] == pytest.approx(0.9216)
+
+
+def test_useful_work_counts_real_tokens_only() -> None:
+    stream = _results()["streams"]["short"]
+    gflops, share = useful_work(stream, 1000.0, 100.0)
+    assert gflops is not None
+    assert gflops == pytest.approx(1000 * 2 * (30 * 65536 + 8448) / 1e9)
+    assert share == pytest.approx(gflops / 100.0)
+    assert useful_work(stream, None, 100.0) == (None, None)
+
+
+def test_markdown_has_every_stage_and_target() -> None:
+    text = markdown(_results())
+    for label in ("1 naive", "2 fixed-shape", "3 engine", "4 end to end", "5 consumer peak RSS"):
+        assert label in text
+    assert "paced at 50%" in text
+    assert "**no**" in text  # the long stream misses two of the made-up targets
+
+
+def test_profile_summary(tmp_path: Path) -> None:
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        'process 1:"python";thread (0x1);main (consumer/__main__.py:10);'
+        "predict (model/engine.py:5) 30\n"
+        'process 1:"python";thread (0x1);main (consumer/__main__.py:10) 10\n'
+        'process 1:"python";thread (0x2);run (bench/x.py:3) 5\n'
+    )
+    summary = summarise_profile(raw)
+    assert summary["samples"] == 45
+    assert summary["self"]["predict (engine.py)"] == 30
+    assert summary["inclusive"]["main (__main__.py)"] == 40
+    assert summary["threads"]["thread (0x1)"] == 40
