@@ -46,6 +46,22 @@ NEWSGROUP_PARTS = ("headers", "footers", "quotes")
 AG_NEWS_CLASSES = {"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}
 
 
+class MissingFileError(DatasetError):
+    """A named dataset's file is nowhere to be found and could not be downloaded.
+
+    Attributes:
+        relative: The file, relative to the dataset's folder.
+        places: The folders it may be put in (data directory, cache).
+        why: Why it was not downloaded.
+    """
+
+    def __init__(self, message: str, relative: str, places: list[str], why: str) -> None:
+        super().__init__(message)
+        self.relative = relative
+        self.places = places
+        self.why = why
+
+
 @dataclass(frozen=True)
 class LoadedDataset:
     """A named dataset read from disk.
@@ -238,9 +254,9 @@ def locate(
             ``$CLASSIFIER_OFFLINE`` is set).
 
     Raises:
-        DatasetError: not found anywhere; the message names the file and the folder(s) to
-            put it in, and why it was not downloaded. A given data directory that does not
-            exist is an error too.
+        MissingFileError: not found anywhere; the message names the file and the folder(s)
+            to put it in, and why it was not downloaded.
+        DatasetError: a given data directory does not exist.
     """
     root = _data_root(data_dir)
     if root is not None:
@@ -264,10 +280,13 @@ def locate(
             why = str(exc)
     places = [str(root / spec.folder)] if root is not None else []
     places.append(str(cached_folder))
-    raise DatasetError(
+    raise MissingFileError(
         f"dataset {spec.name!r}: {relative} not found and not downloadable ({why}). "
         f"Put {relative} into {' or '.join(places)} "
-        f"(layout: {spec.layout}; see the dataset's PROVENANCE.md)"
+        f"(layout: {spec.layout}; see the dataset's PROVENANCE.md)",
+        relative,
+        places,
+        why,
     )
 
 
@@ -295,15 +314,16 @@ def _ag_news(spec: NamedDataset, data_dir: str | Path | None, allow: bool) -> Lo
     notes: list[str] = []
     try:
         train_path = locate(spec, "train.csv", data_dir, allow)
-    except DatasetError as full_missing:
+    except MissingFileError as full_missing:
         try:
             train_path = locate(spec, "train-subset-20k.csv", data_dir, allow_download=False)
         except DatasetError:
             raise full_missing from None
         notes.append(
-            f"AG News: training on the 20,000-row subset {train_path}, not the full "
-            f"120,000-row train.csv ({full_missing}). Accuracy is not comparable with "
-            "published AG News results."
+            f"AG News: training on the 20,000-row subset {train_path.name} (5,000 rows a "
+            "class), because the full 120,000-row train.csv is not in "
+            f"{' or '.join(full_missing.places)} and was not downloaded ({full_missing.why}). "
+            "Test accuracy is not comparable with published AG News results."
         )
     return LoadedDataset(spec.name, read(train_path), test, tuple(notes))
 
