@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from model.stopwords import NLTK_ENGLISH_STOPWORDS
 from model.text import TextConfig, normalise, tokenise
 
@@ -43,3 +45,40 @@ def test_nltk_list_is_the_179_word_english_list() -> None:
 
 def test_no_lowercase_keeps_case_and_case_sensitive_stopwords() -> None:
     assert tokenise("The Firm", TextConfig(lowercase=False)) == ["The", "Firm"]
+
+
+def _reference_tokens(text: str, config: TextConfig) -> list[str]:
+    """The documented definition: normalise, replace the Keras filters, split, drop stopwords."""
+    from model.text import KERAS_TOKENIZER_FILTERS
+
+    table = str.maketrans(dict.fromkeys(KERAS_TOKENIZER_FILTERS, " "))
+    tokens = normalise(text, config).translate(table).split()
+    if config.remove_stopwords:
+        tokens = [t for t in tokens if t not in NLTK_ENGLISH_STOPWORDS]
+    return tokens
+
+
+_CONFIGS = [
+    TextConfig(),
+    TextConfig(lowercase=False),
+    TextConfig(digits_to_zero=True, collapse_dashes=False, remove_stopwords=False),
+    TextConfig(strip_urls=False, strip_emails=False, unicode_nfkc=True),
+]
+
+
+def test_fast_tokenise_equals_the_documented_definition_on_real_text(bbc_csv: Path) -> None:
+    """The serving hot path skips redundant steps; the tokens must stay exactly the same."""
+    import csv
+
+    with bbc_csv.open(encoding="utf-8") as f:
+        texts = [row["text"] for row in csv.DictReader(f)][:300]
+    texts += [
+        "Mail Bob@Example.COM or see HTTPS://Example.com/x?y=1 -- and WWW.bbc.co.uk/news now",
+        "costs £2,004.50 -- up 3%--from\t\n1999's high; ftp://host/file.txt e-mail a.b+c@d-e.org",
+        "".join(c if c == " " else chr(ord(c) + 0xFEE0) for c in "Full-width WWW.example.com @"),
+        "",
+        "   ---   ",
+    ]
+    for config in _CONFIGS:
+        for text in texts:
+            assert tokenise(text, config) == _reference_tokens(text, config), (config, text)
