@@ -244,8 +244,16 @@ class ClassifierService:
         """Wait for the worker while serving the consumer; pause partitions if it is slow."""
         started = time.monotonic()
         pause_after_s = self.settings.pause_after_ms / 1000
+        max_size = self.settings.max_batch_size
         paused: list[Any] = []
-        while not batch.done.wait(0 if paused else min(0.05, pause_after_s)):
+        while True:
+            if not paused and len(self._stash) < max_size:
+                # Prefetch the next micro-batch while this one runs, so the worker starts
+                # on it as soon as this batch is committed (no consume round trip between).
+                room = max_size - len(self._stash)
+                self._stash.extend(self._records(self._consumer.consume(room, 0)))
+            if batch.done.wait(0 if paused else min(0.01, pause_after_s)):
+                break
             self.health.beat()
             if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
                 raise ShutdownTimeoutError(
