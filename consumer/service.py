@@ -1,14 +1,21 @@
-"""The consume → validate → predict → produce → commit loop, one micro-batch at a time.
+"""The consume → validate → predict → produce → commit loop over micro-batches.
 
 Threads: the main thread owns the Kafka consumer (consume, commit, pause/resume, rebalance
-callbacks); a micro-batch's CPU work and producing run in a worker thread. While a batch
-runs, the main thread keeps polling — after ``pause_after_ms`` with every assigned
-partition paused — so ``max.poll.interval.ms`` is never exceeded by a slow batch, and
-memory stays bounded by one batch plus librdkafka's prefetch.
+callbacks); each micro-batch runs in a worker thread in two phases: **compute** (decode,
+validate, tokenise, inference) and **deliver** (build the predictions and dead letters,
+produce them, wait for the broker's acks). With ``max_batches_in_flight=2`` (the default)
+batch *n + 1* computes while batch *n* is delivered and committed, so inference does not
+wait for the broker; batch *n + 1* starts delivering only after batch *n* is committed, so
+output order, commit order and transactions stay one batch at a time. While batches run,
+the main thread prefetches the next one and keeps polling — after ``pause_after_ms`` with
+every assigned partition paused — so ``max.poll.interval.ms`` is never exceeded by a slow
+batch, and memory stays bounded by two batches plus librdkafka's prefetch.
 
 Offsets are committed (or sent to the transaction) only after the batch's predictions and
-dead letters are acknowledged by the broker; see :mod:`consumer.delivery`. A partition
-revoked by a rebalance first has the batch in flight finished and committed.
+dead letters are acknowledged by the broker; see :mod:`consumer.delivery`. A batch that is
+not committed (aborted transaction, lost partitions) rewinds its partitions and discards
+the batch computed behind it, which is read again. A partition revoked by a rebalance
+first has the batches in flight finished and committed.
 """
 
 from __future__ import annotations
@@ -76,15 +83,27 @@ class Counters:
 
 @dataclass
 class Batch:
-    """One micro-batch in flight. Written by the worker until ``done`` is set."""
+    """One micro-batch in flight. Written by the worker until ``done`` is set.
+
+    ``previous`` is the batch that must be committed before this one delivers; its
+    ``settled`` event is set once it is committed (``committed``) or given up.
+    """
 
     records: list[RawRecord]
     classifier: Classifier
     received: float
     first_offsets: dict[TopicPartitionKey, int]
     next_offsets: dict[TopicPartitionKey, int]
+    previous: Batch | None = None
+    started: float = field(default_factory=time.monotonic)
+    computed: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+    settled: threading.Event = field(default_factory=threading.Event)
+    parsed: list[InputMessage | InvalidRecordError] = field(default_factory=list)
+    outcomes: list[npt.NDArray[np.float32] | Exception] = field(default_factory=list)
     error: BaseException | None = None
+    committed: bool = False
+    discarded: bool = False
     predicted: int = 0
     low_confidence: int = 0
     dead: dict[str, int] = field(default_factory=dict)
@@ -131,7 +150,7 @@ class ClassifierService:
         self._watcher = watcher
         self._stopping = False
         self._stop_deadline: float | None = None
-        self._inflight: Batch | None = None
+        self._inflight: list[Batch] = []
         self._abandoned = False
         self._stash: list[RawRecord] = []
         self._assigned: set[TopicPartitionKey] = set()
@@ -178,16 +197,25 @@ class ClassifierService:
         if self._watcher is not None:
             self._watcher.start()
         code = 0
+        overlap = s.max_batches_in_flight > 1
+        previous: Batch | None = None
         try:
             while not self._stopping:
                 self.health.beat()
                 self._swap_model_if_new()
-                batch = self._start_batch(self._next_messages())
+                batch = self._start_batch(self._next_messages(), previous)
+                if previous is not None:
+                    self._finish(previous)
+                    previous = None
                 if batch is None:
                     continue
-                self._wait(batch)
-                if not batch.completed:
-                    self._complete(batch)
+                if overlap:  # deliver and commit it while the next batch computes
+                    self._wait(batch, batch.computed)
+                    previous = batch
+                else:
+                    self._finish(batch)
+            if previous is not None:
+                self._finish(previous)
         except ShutdownTimeoutError as exc:
             self._abandoned = True
             self._log.error("shutdown_timeout", error=str(exc))
@@ -196,6 +224,8 @@ class ClassifierService:
             self._abandoned = True
             raise
         finally:
+            for batch in self._inflight:
+                batch.settled.set()  # unblock a worker waiting to deliver; nothing commits now
             self._shutdown()
         return code
 
@@ -225,7 +255,7 @@ class ClassifierService:
             return taken + (self._records(self._consumer.consume(room, 0)) if room else [])
         return self._records(self._consumer.consume(s.max_batch_size, s.max_wait_ms / 1000))
 
-    def _start_batch(self, records: list[RawRecord]) -> Batch | None:
+    def _start_batch(self, records: list[RawRecord], previous: Batch | None) -> Batch | None:
         if not records:
             return None
         first: dict[TopicPartitionKey, int] = {}
@@ -234,14 +264,20 @@ class ClassifierService:
             tp = (r.topic, r.partition)
             first.setdefault(tp, r.offset)
             following[tp] = r.offset + 1
-        batch = Batch(records, self.classifier, time.perf_counter(), first, following)
-        self._inflight = batch
-        self.health.batch_started = time.monotonic()
+        batch = Batch(records, self.classifier, time.perf_counter(), first, following, previous)
+        self._inflight.append(batch)
+        self.health.batch_started = self._inflight[0].started
         threading.Thread(target=self._work, args=(batch,), name="batch", daemon=True).start()
         return batch
 
-    def _wait(self, batch: Batch) -> None:
-        """Wait for the worker while serving the consumer; pause partitions if it is slow."""
+    def _finish(self, batch: Batch) -> None:
+        """Wait for ``batch`` to be delivered, then commit it (unless a callback already did)."""
+        self._wait(batch, batch.done)
+        if not batch.completed:
+            self._complete(batch)
+
+    def _wait(self, batch: Batch, event: threading.Event) -> None:
+        """Wait for ``event`` of ``batch`` while serving the consumer; pause if it is slow."""
         started = time.monotonic()
         pause_after_s = self.settings.pause_after_ms / 1000
         max_size = self.settings.max_batch_size
@@ -252,7 +288,7 @@ class ClassifierService:
                 # on it as soon as this batch is committed (no consume round trip between).
                 room = max_size - len(self._stash)
                 self._stash.extend(self._records(self._consumer.consume(room, 0)))
-            if batch.done.wait(0 if paused else min(0.01, pause_after_s)):
+            if event.wait(0 if paused else min(0.01, pause_after_s)):
                 break
             self.health.beat()
             if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
@@ -274,40 +310,65 @@ class ClassifierService:
                 self._consumer.resume(owned)
 
     def _complete(self, batch: Batch) -> None:
-        """Commit a finished batch (or abort and rewind it); update counters and metrics."""
+        """Commit a delivered batch (or abort and rewind it); update counters and metrics.
+
+        Batches complete in the order they started; the batch behind this one delivers
+        only once this one is settled (committed, rewound or failed).
+        """
         batch.done.wait()
         batch.completed = True
-        self._inflight = None
-        self.health.batch_started = None
-        if batch.error is not None:
-            if isinstance(batch.error, BatchAbortedError):
-                self._rewind(batch, str(batch.error))
-                return
-            raise batch.error
-        if batch.lost:
-            self._delivery.abort()
-            self._rewind(batch, "partitions lost during the batch")
-            return
-        from confluent_kafka import TopicPartition
-
-        offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+        self._inflight.remove(batch)
+        self.health.batch_started = self._inflight[0].started if self._inflight else None
         try:
-            self._delivery.commit(offsets)
-        except BatchAbortedError as exc:
-            self._rewind(batch, str(exc))
-            return
-        self._account(batch)
+            if batch.discarded:
+                return  # the batch before it was rewound, and these records with it
+            if batch.error is not None:
+                if isinstance(batch.error, BatchAbortedError):
+                    self._rewind(batch, str(batch.error))
+                    return
+                raise batch.error
+            if batch.lost:
+                self._delivery.abort()
+                self._rewind(batch, "partitions lost during the batch")
+                return
+            from confluent_kafka import TopicPartition
+
+            offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+            try:
+                self._delivery.commit(offsets)
+            except BatchAbortedError as exc:
+                self._rewind(batch, str(exc))
+                return
+            batch.committed = True
+            self._account(batch)
+        finally:
+            if not batch.committed and not batch.discarded:
+                for later in self._inflight:  # computed behind it: re-read, never delivered
+                    later.discarded = True
+            batch.settled.set()
 
     def _rewind(self, batch: Batch, reason: str) -> None:
-        """Seek the batch's still-owned partitions back to its first offsets."""
+        """Seek back to the batch's first offsets, discarding the batches computed behind it.
+
+        Every still-owned partition of ``batch`` and of the later batches in flight is
+        sought to the earliest offset any of them took from it, so nothing is skipped;
+        prefetched records of those partitions are dropped (they are fetched again).
+        """
         from confluent_kafka import TopicPartition
 
         self.metrics.aborted_batches.inc()
-        owned = {tp: o for tp, o in batch.first_offsets.items() if tp in self._assigned}
+        targets = dict(batch.first_offsets)
+        for later in self._inflight:
+            later.discarded = True
+            for tp, offset in later.first_offsets.items():
+                targets[tp] = min(offset, targets.get(tp, offset))
+        owned = {tp: o for tp, o in targets.items() if tp in self._assigned}
         self._stash = [r for r in self._stash if (r.topic, r.partition) not in owned]
         for (topic, partition), offset in owned.items():
             self._consumer.seek(TopicPartition(topic, partition, offset))
-        self._log.warning("batch_rewound", reason=reason, partitions=len(owned))
+        self._log.warning(
+            "batch_rewound", reason=reason, partitions=len(owned), discarded=len(self._inflight)
+        )
 
     def _account(self, batch: Batch) -> None:
         c, m = self.counters, self.metrics
@@ -380,33 +441,48 @@ class ClassifierService:
 
     def _work(self, batch: Batch) -> None:
         try:
-            self._delivery.begin()
-            s = self.settings
-            parsed: list[InputMessage | InvalidRecordError] = []
-            for record in batch.records:
-                try:
-                    parsed.append(parse_input(record, s.max_text_bytes))
-                except InvalidRecordError as exc:
-                    parsed.append(exc)
-            valid = [p for p in parsed if isinstance(p, InputMessage)]
-            started = time.perf_counter()
-            outcomes = iter(self._predict_isolating(batch.classifier, [m.document for m in valid]))
-            batch.inference_s = time.perf_counter() - started
-            for record, item in zip(batch.records, parsed, strict=True):
-                if isinstance(item, InvalidRecordError):
-                    self._dead_letter(batch, record, item.code, item.reason)
-                    continue
-                outcome = next(outcomes)
-                if isinstance(outcome, Exception):
-                    reason = f"model failed on this message: {outcome!r}"
-                    self._dead_letter(batch, record, ErrorCode.INFERENCE_FAILED, reason)
-                else:
-                    self._predict(batch, record, item, outcome)
-            self._delivery.flush()
+            self._compute(batch)
+            batch.computed.set()
+            previous, batch.previous = batch.previous, None
+            if previous is not None:
+                previous.settled.wait()
+            if batch.discarded:  # the batch before it was not committed: nothing is sent
+                return
+            self._deliver(batch)
         except BaseException as exc:
             batch.error = exc
         finally:
+            batch.computed.set()
             batch.done.set()
+
+    def _compute(self, batch: Batch) -> None:
+        """Decode and validate every record, then run inference on the valid ones."""
+        max_text_bytes = self.settings.max_text_bytes
+        for record in batch.records:
+            try:
+                batch.parsed.append(parse_input(record, max_text_bytes))
+            except InvalidRecordError as exc:
+                batch.parsed.append(exc)
+        documents = [p.document for p in batch.parsed if isinstance(p, InputMessage)]
+        started = time.perf_counter()
+        batch.outcomes = self._predict_isolating(batch.classifier, documents)
+        batch.inference_s = time.perf_counter() - started
+
+    def _deliver(self, batch: Batch) -> None:
+        """Produce the batch's predictions and dead letters and wait for the broker's acks."""
+        self._delivery.begin()
+        outcomes = iter(batch.outcomes)
+        for record, item in zip(batch.records, batch.parsed, strict=True):
+            if isinstance(item, InvalidRecordError):
+                self._dead_letter(batch, record, item.code, item.reason)
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, Exception):
+                reason = f"model failed on this message: {outcome!r}"
+                self._dead_letter(batch, record, ErrorCode.INFERENCE_FAILED, reason)
+            else:
+                self._predict(batch, record, item, outcome)
+        self._delivery.flush()
 
     @staticmethod
     def _predict_isolating(
@@ -496,19 +572,20 @@ class ClassifierService:
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
         self.metrics.rebalances.labels("revoke").inc()
         self._assigned -= {(p.topic, p.partition) for p in partitions}  # never rewound
-        batch = self._inflight
-        if batch is not None and not batch.completed and not self._abandoned:
+        if not self._abandoned:
             # Finish and commit what was taken from these partitions before giving them up.
-            self._complete(batch)
+            for batch in list(self._inflight):
+                if not batch.completed:
+                    self._complete(batch)
         self._release(partitions)
         self._log.info("partitions_revoked", partitions=_describe(partitions))
 
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         self.metrics.rebalances.labels("lost").inc()
         lost = {(p.topic, p.partition) for p in partitions}
-        batch = self._inflight
-        if batch is not None and lost & batch.first_offsets.keys():
-            batch.lost = True  # its offsets can no longer be committed by this member
+        for batch in self._inflight:
+            if lost & batch.first_offsets.keys():
+                batch.lost = True  # its offsets can no longer be committed by this member
         self._release(partitions)
         self._log.warning("partitions_lost", partitions=_describe(partitions))
 

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         le=60_000,
         description="Longest time (ms) to wait for a micro-batch to fill before running it.",
     )
+    max_batches_in_flight: int = Field(
+        default=2,
+        ge=1,
+        le=2,
+        description="2: the next micro-batch is decoded, tokenised and run through the model "
+        "while the previous one is produced and committed; 1: one batch at a time.",
+    )
     top_k: int = Field(default=3, ge=1, description="Classes listed in each prediction's top_k.")
     flush_timeout_s: float = Field(
         default=120.0,

@@ -1,0 +1,179 @@
+"""The service's two-batches-in-flight control flow, driven without a broker.
+
+The broker semantics (acks, commits, transactions, rebalances) are tested against a real
+Kafka in tests/integration; this tests only the ordering logic of the pipelined loop, which
+a real broker cannot be made to exercise on demand: a batch whose commit is aborted must
+rewind, the batch computed behind it must never be delivered, and everything must then be
+delivered once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from confluent_kafka import TopicPartition
+
+from consumer.delivery import BatchAbortedError
+from consumer.service import ClassifierService
+from consumer.settings import Settings
+
+TOPIC = "articles"
+
+
+class _Message:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self._offset, self._value = offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, int(time.time() * 1000))
+
+
+class _Consumer:
+    """One partition of ``values``; ``consume`` hands out up to ``n`` from the position."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        self.values = values
+        self.position = 0
+        self.seeks: list[int] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, topics: list[str], on_assign: Any, **_: Any) -> None:
+        on_assign(self, [TopicPartition(TOPIC, 0)])
+
+    def consume(self, n: int, timeout: float) -> list[_Message]:
+        with self._lock:
+            end = min(len(self.values), self.position + n)
+            out = [_Message(o, self.values[o]) for o in range(self.position, end)]
+            self.position = end
+        if not out:
+            time.sleep(min(timeout, 0.005))
+        return out
+
+    def seek(self, tp: TopicPartition) -> None:
+        with self._lock:
+            self.seeks.append(tp.offset)
+            self.position = tp.offset
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, 0)]
+
+    def pause(self, _: Any) -> None: ...
+
+    def resume(self, _: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Delivery:
+    """Records what each batch produced; the ``abort_commit``-th commit aborts."""
+
+    def __init__(self, abort_commit: int) -> None:
+        self.abort_commit = abort_commit
+        self.commits = 0
+        self.pending: list[str] = []
+        self.produced: list[str] = []  # ids in produce order, committed or not
+        self.delivered: list[str] = []  # ids in committed order
+        self.committed_offsets: list[int] = []
+
+    def begin(self) -> None:
+        self.pending = []
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.pending.append(json.loads(value)["id"])
+        self.produced.append(self.pending[-1])
+
+    def flush(self) -> None: ...
+
+    def commit(self, offsets: list[Any]) -> bool:
+        self.commits += 1
+        if self.commits == self.abort_commit:
+            raise BatchAbortedError("transaction aborted (test)")
+        self.delivered += self.pending
+        self.committed_offsets.append(offsets[0].offset)
+        return True
+
+    def abort(self) -> None: ...
+
+
+class _Classifier:
+    def __init__(self) -> None:
+        self.version = "test"
+        self.labels = ["a", "b"]
+
+    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        time.sleep(0.02)  # long enough for the next batch to be prefetched meanwhile
+        return np.tile(np.array([[0.75, 0.25]], np.float32), (len(texts), 1))
+
+    def top_k(
+        self, probabilities: npt.NDArray[np.float32], k: int
+    ) -> list[list[tuple[str, float]]]:
+        return [[("a", float(r[0])), ("b", float(r[1]))][:k] for r in probabilities]
+
+
+class _Producer:
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_an_aborted_batch_rewinds_and_the_batch_behind_it_is_never_delivered(
+    tmp_path: Path, in_flight: int
+) -> None:
+    n = 100
+    values = [json.dumps({"id": f"m{i}", "text": f"text {i}"}).encode() for i in range(n)]
+    consumer = _Consumer(values)
+    delivery = _Delivery(abort_commit=2)
+    settings = Settings(
+        bundle=tmp_path, max_batch_size=10, max_wait_ms=1, max_batches_in_flight=in_flight
+    )
+    service = ClassifierService(
+        settings, _Classifier(), consumer, _Producer(), delivery=delivery, watcher=None
+    )
+
+    def stop_when_done() -> None:
+        deadline = time.monotonic() + 30
+        while len(delivery.delivered) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        service.request_stop()
+
+    threading.Thread(target=stop_when_done, daemon=True).start()
+    assert service.run() == 0
+
+    # Every message delivered exactly once and in offset order: the aborted second batch
+    # (offsets 10-19) was re-read, and the batch prefetched/computed behind it was not sent.
+    ids = [f"m{i}" for i in range(n)]
+    assert delivery.delivered == ids
+    assert delivery.produced == ids[:20] + ids[10:]  # the aborted batch's output, then the rest
+    assert consumer.seeks == [10]
+    assert delivery.committed_offsets == sorted(delivery.committed_offsets)
+    assert delivery.committed_offsets[-1] == n
+    assert service.counters.predicted == n
