@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import inspect
 import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from model.bundle import sha256_of
 
 StreamName = Literal["short", "long"]
 STREAMS: tuple[StreamName, ...] = ("short", "long")
@@ -99,10 +100,6 @@ def load_stream(name: StreamName, data_dir: Path, messages: int) -> Stream:
     return Stream(name, texts, source, distinct)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _call_with_known_kwargs(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn`` with only the keyword arguments its signature has.
 
@@ -149,7 +146,7 @@ def ensure_bundle(
     if limit and limit < len(rows):  # every k-th row: the file is grouped by class
         rows = rows[:: len(rows) // limit][:limit]
     dataset = TextDataset(
-        [doc for _, doc in rows], [label for label, _ in rows], source, _sha256(source)
+        [doc for _, doc in rows], [label for label, _ in rows], source, sha256_of(source)
     )
     config_fields = {f.name for f in dataclasses.fields(fit_module.TrainingConfig)}
     wanted: dict[str, Any] = {"epochs": epochs, "batch_size": 64, "patience": 1}

@@ -74,12 +74,14 @@ class BundleManifest(BaseModel):
     libraries: dict[str, str] = Field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes (streamed; ``hashlib.file_digest``).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Bundle:
@@ -231,7 +233,7 @@ def load_bundle(path: Path | str) -> Bundle:
         file = version_dir / name
         if not file.is_file():
             raise BundleError(f"bundle {version_dir} is incomplete: {name} is missing")
-        if _sha256(file) != expected:
+        if sha256_of(file) != expected:
             raise BundleError(f"bundle {version_dir} is corrupt: sha256 of {name} does not match")
     try:
         vocabulary = Vocabulary.load(version_dir / VOCABULARY_FILE)
@@ -301,7 +303,7 @@ def save_bundle(
         for name, content in (extra_files or {}).items():
             data = content.encode("utf-8") if isinstance(content, str) else content
             (tmp / name).write_bytes(data)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         now = datetime.now(UTC)
         version = f"{now:%Y%m%dT%H%M%S}Z-{files[MODEL_FILE][:8]}"
         manifest = BundleManifest(

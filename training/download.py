@@ -74,15 +74,6 @@ def downloads_allowed() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in {"1", "true", "yes"}
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(remote: Remote, dest: Path, timeout: float = DEFAULT_TIMEOUT_S) -> Path:
     """Download ``remote`` to ``dest`` atomically, verifying its sha256.
 
