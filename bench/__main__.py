@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="stage 2/3 batch size")
     p.add_argument("--max-batch-size", type=int, default=256, help="consumer --max-batch-size")
     p.add_argument("--max-wait-ms", type=int, default=50, help="consumer --max-wait-ms")
+    p.add_argument(
+        "--consumer-args",
+        default="",
+        help="more consumer flags, e.g. '--max-batches-in-flight 1' (shell-quoted)",
+    )
     p.add_argument("--warmup", type=int, default=2048, help="stage 4 warm-up messages")
     p.add_argument(
         "--paced", default="0.5", help="stage 4 paced loads, fractions of saturation (0.5,0.9)"
@@ -166,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                         paced_seconds=args.paced_seconds,
                         max_batch_size=args.max_batch_size,
                         max_wait_ms=args.max_wait_ms,
+                        extra_args=shlex.split(args.consumer_args),
                         log_dir=REPO / "artifacts" / "bench" / "logs",
                         profile=args.profile,
                     )

@@ -439,6 +439,7 @@ def run_stream(
     max_batch_size: int,
     max_wait_ms: int,
     log_dir: Path,
+    extra_args: Sequence[str] = (),
     profile: bool = False,
 ) -> dict[str, Any]:
     """Run stage 4 for one stream (see the module docstring) and return its measurements.
@@ -453,6 +454,7 @@ def run_stream(
         paced_loads: Fractions of the saturated rate to pace a producer at.
         paced_seconds: Duration of each paced phase.
         max_batch_size, max_wait_ms: Consumer micro-batch settings.
+        extra_args: More ``python -m consumer`` flags.
         log_dir: Where the consumer's log (and a profile) are written.
         profile: Record a py-spy profile of the consumer during the saturation phase.
 
@@ -477,6 +479,7 @@ def run_stream(
     for flag, value in optional.items():
         if flag in flags:
             args += [flag, value]
+    args += list(extra_args)
     log_dir.mkdir(parents=True, exist_ok=True)
     consumer = ConsumerProcess(args, log_dir / f"consumer-{name}.log")
     cycle = (texts[i % len(texts)] for i in range(10**12))
