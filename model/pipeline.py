@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.sequences import SequenceConfig, pad_sequences
-from model.text import TextConfig, tokenise, tokenise_many
+from model.text import TextConfig, split_words, stopwords, tokenise_many
 from model.vocabulary import Vocabulary
 
 
@@ -25,6 +25,7 @@ class TextPipeline:
         self.text = text
         self.sequence = sequence
         self.vocabulary = vocabulary
+        self._stopwords = stopwords(text)
 
     @classmethod
     def fit(
@@ -40,8 +41,12 @@ class TextPipeline:
         return cls(text, sequence, vocabulary)
 
     def token_ids(self, text: str) -> list[int]:
-        """Vocabulary ids of one text, before padding/truncation (may be empty)."""
-        return self.vocabulary.encode(tokenise(text, self.text))
+        """Vocabulary ids of one text, before padding/truncation (may be empty).
+
+        Equal to ``vocabulary.encode(tokenise(text, config))``, with the stopwords dropped
+        during the id lookup (one pass; this is the serving hot path).
+        """
+        return self.vocabulary.encode(split_words(text, self.text), drop=self._stopwords)
 
     def encode(self, texts: Sequence[str]) -> npt.NDArray[np.int32]:
         """Encode texts into a ``(batch, max_len) int32`` matrix; 0 is padding."""

@@ -130,6 +130,27 @@ def _clean(text: str, config: TextConfig) -> str:
     return text
 
 
+def split_words(text: str, config: TextConfig) -> list[str]:
+    """:func:`tokenise` without the stopword removal (the serving path drops them itself).
+
+    Raises:
+        ImportError: ``tokenizer="fugashi"`` without the ``fugashi``/``unidic-lite`` packages.
+    """
+    if config.tokenizer == "fugashi":
+        normalised = normalise(text, config)
+        return [
+            part
+            for word in segment_japanese(normalised, words_only=True, keep_pos=config.keep_pos)
+            for part in word.translate(_FILTER_TABLE).split()
+        ]
+    return _clean(text, config).translate(_FILTER_TABLE).split()
+
+
+def stopwords(config: TextConfig) -> frozenset[str]:
+    """The tokens :func:`tokenise` drops under ``config`` (empty when stopwords are kept)."""
+    return NLTK_ENGLISH_STOPWORDS if config.remove_stopwords else frozenset()
+
+
 def tokenise(text: str, config: TextConfig) -> list[str]:
     """Normalise ``text``, split it into tokens and drop stopwords when configured.
 
@@ -142,18 +163,8 @@ def tokenise(text: str, config: TextConfig) -> list[str]:
     Raises:
         ImportError: ``tokenizer="fugashi"`` without the ``fugashi``/``unidic-lite`` packages.
     """
-    if config.tokenizer == "fugashi":
-        normalised = normalise(text, config)
-        tokens = [
-            part
-            for word in segment_japanese(normalised, words_only=True, keep_pos=config.keep_pos)
-            for part in word.translate(_FILTER_TABLE).split()
-        ]
-    else:
-        tokens = _clean(text, config).translate(_FILTER_TABLE).split()
-    if config.remove_stopwords:
-        return [t for t in tokens if t not in NLTK_ENGLISH_STOPWORDS]
-    return tokens
+    drop = stopwords(config)
+    return [t for t in split_words(text, config) if t not in drop]
 
 
 def tokenise_many(texts: Iterable[str], config: TextConfig) -> list[list[str]]:

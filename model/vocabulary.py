@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,14 @@ class Vocabulary:
         """Id of ``token``; ``OOV_INDEX`` when it is not in the vocabulary."""
         return self._index.get(token, OOV_INDEX)
 
-    def encode(self, tokens: Iterable[str]) -> list[int]:
-        """Ids of ``tokens`` in order (never ``PAD_INDEX``)."""
+    def encode(self, tokens: Iterable[str], drop: Collection[str] = ()) -> list[int]:
+        """Ids of ``tokens`` in order (never ``PAD_INDEX``), skipping those in ``drop``.
+
+        ``drop`` lets the serving path remove stopwords and look up ids in one pass.
+        """
         get = self._index.get
+        if drop:
+            return [get(t, OOV_INDEX) for t in tokens if t not in drop]
         return [get(t, OOV_INDEX) for t in tokens]
 
     def to_dict(self) -> dict[str, Any]:

@@ -82,3 +82,20 @@ def test_fast_tokenise_equals_the_documented_definition_on_real_text(bbc_csv: Pa
     for config in _CONFIGS:
         for text in texts:
             assert tokenise(text, config) == _reference_tokens(text, config), (config, text)
+
+
+def test_serving_token_ids_equal_encoding_the_tokens(bbc_csv: Path) -> None:
+    """``TextPipeline.token_ids`` (one-pass stopword drop + lookup) matches encode(tokenise())."""
+    import csv
+
+    from model.pipeline import TextPipeline
+    from model.sequences import SequenceConfig
+
+    with bbc_csv.open(encoding="utf-8") as f:
+        texts = [row["text"] for row in csv.DictReader(f)][:300]
+    texts += ["Ünïcödé café -- naïve résumé", "the and of", ""]
+    for config in _CONFIGS:
+        pipeline = TextPipeline.fit(texts[:200], config, SequenceConfig(), num_words=2000)
+        for text in texts:
+            expected = pipeline.vocabulary.encode(tokenise(text, config))
+            assert pipeline.token_ids(text) == expected, (config, text)
