@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
-import inspect
 import itertools
 import sys
 from dataclasses import dataclass
@@ -100,17 +98,6 @@ def load_stream(name: StreamName, data_dir: Path, messages: int) -> Stream:
     return Stream(name, texts, source, distinct)
 
 
-def _call_with_known_kwargs(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with only the keyword arguments its signature has.
-
-    ``training.fit.fit`` is still evolving; unknown optional extras are dropped rather than
-    failing the benchmark.
-    """
-    params = inspect.signature(fn).parameters
-    accepted = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **accepted)
-
-
 def ensure_bundle(
     data_dir: Path,
     bundle_dir: Path = DEFAULT_BUNDLE_DIR,
@@ -148,17 +135,14 @@ def ensure_bundle(
     dataset = TextDataset(
         [doc for _, doc in rows], [label for label, _ in rows], source, sha256_of(source)
     )
-    config_fields = {f.name for f in dataclasses.fields(fit_module.TrainingConfig)}
-    wanted: dict[str, Any] = {"epochs": epochs, "batch_size": 64, "patience": 1}
-    training = fit_module.TrainingConfig(**{k: v for k, v in wanted.items() if k in config_fields})
+    training = fit_module.TrainingConfig(epochs=epochs, batch_size=64, patience=1)
     print(
         f"» training the benchmark bundle on {len(rows)} AG News rows ({epochs} epoch(s)) "
         f"into {bundle_dir}",
         file=sys.stderr,
         flush=True,
     )
-    _call_with_known_kwargs(
-        fit_module.fit,
+    fit_module.fit(
         dataset,
         bundle_dir,
         TextConfig(),
