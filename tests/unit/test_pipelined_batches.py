@@ -101,6 +101,8 @@ class _Delivery:
         self.commits = 0
         self.pending: list[str] = []
         self.produced: list[str] = []  # ids in produce order, committed or not
+        self.predictions: list[dict[str, Any]] = []
+        self.dead_letters: list[dict[str, Any]] = []
         self.delivered: list[str] = []  # ids in committed order
         self.committed_offsets: list[int] = []
 
@@ -108,8 +110,12 @@ class _Delivery:
         self.pending = []
 
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if topic == "articles.dlq":
+            self.dead_letters.append(json.loads(value))
+            return
         self.pending.append(json.loads(value)["id"])
         self.produced.append(self.pending[-1])
+        self.predictions.append(json.loads(value))
 
     def flush(self) -> None: ...
 
@@ -131,7 +137,8 @@ class _Classifier:
 
     def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         time.sleep(0.02)  # long enough for the next batch to be prefetched meanwhile
-        return np.tile(np.array([[0.75, 0.25]], np.float32), (len(texts), 1))
+        rows = {"nan": [np.nan, 0.5], "over": [1.0000001, 0.0]}
+        return np.array([rows.get(t, [0.75, 0.25]) for t in texts], np.float32)
 
     def top_k(
         self, probabilities: npt.NDArray[np.float32], k: int
@@ -144,14 +151,12 @@ class _Producer:
         return 0
 
 
-@pytest.mark.parametrize("in_flight", [1, 2])
-def test_an_aborted_batch_rewinds_and_the_batch_behind_it_is_never_delivered(
-    tmp_path: Path, in_flight: int
-) -> None:
-    n = 100
-    values = [json.dumps({"id": f"m{i}", "text": f"text {i}"}).encode() for i in range(n)]
+def _serve(
+    tmp_path: Path, texts: list[str], delivery: _Delivery, in_flight: int = 2
+) -> tuple[ClassifierService, _Consumer]:
+    """Run the service over ``texts`` (ids ``m0``…) until ``delivery`` has them all."""
+    values = [json.dumps({"id": f"m{i}", "text": t}).encode() for i, t in enumerate(texts)]
     consumer = _Consumer(values)
-    delivery = _Delivery(abort_commit=2)
     settings = Settings(
         bundle=tmp_path, max_batch_size=10, max_wait_ms=1, max_batches_in_flight=in_flight
     )
@@ -161,12 +166,22 @@ def test_an_aborted_batch_rewinds_and_the_batch_behind_it_is_never_delivered(
 
     def stop_when_done() -> None:
         deadline = time.monotonic() + 30
-        while len(delivery.delivered) < n and time.monotonic() < deadline:
+        while service.counters.consumed < len(texts) and time.monotonic() < deadline:
             time.sleep(0.01)
         service.request_stop()
 
     threading.Thread(target=stop_when_done, daemon=True).start()
     assert service.run() == 0
+    return service, consumer
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_an_aborted_batch_rewinds_and_the_batch_behind_it_is_never_delivered(
+    tmp_path: Path, in_flight: int
+) -> None:
+    n = 100
+    delivery = _Delivery(abort_commit=2)
+    service, consumer = _serve(tmp_path, [f"text {i}" for i in range(n)], delivery, in_flight)
 
     # Every message delivered exactly once and in offset order: the aborted second batch
     # (offsets 10-19) was re-read, and the batch prefetched/computed behind it was not sent.
@@ -177,3 +192,20 @@ def test_an_aborted_batch_rewinds_and_the_batch_behind_it_is_never_delivered(
     assert delivery.committed_offsets == sorted(delivery.committed_offsets)
     assert delivery.committed_offsets[-1] == n
     assert service.counters.predicted == n
+
+
+def test_non_finite_output_is_dead_lettered_and_rounding_above_one_is_clipped(
+    tmp_path: Path,
+) -> None:
+    delivery = _Delivery(abort_commit=0)
+    service, _ = _serve(tmp_path, ["fine", "nan", "over", "fine"], delivery)
+
+    assert delivery.delivered == ["m0", "m2", "m3"]
+    over = delivery.predictions[1]
+    assert over["id"] == "m2"
+    assert over["confidence"] == 1.0
+    (letter,) = delivery.dead_letters
+    assert letter["error_code"] == "inference_failed"
+    assert "non-finite" in letter["reason"]
+    assert letter["source"]["offset"] == 1
+    assert service.counters.by_error == {"inference_failed": 1}
