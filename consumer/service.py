@@ -224,8 +224,9 @@ class ClassifierService:
             self._abandoned = True
             raise
         finally:
-            for batch in self._inflight:
-                batch.settled.set()  # unblock a worker waiting to deliver; nothing commits now
+            for batch in self._inflight:  # nothing commits now: produce nothing more either
+                batch.discarded = True
+                batch.settled.set()
             self._shutdown()
         return code
 
