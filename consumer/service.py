@@ -170,8 +170,8 @@ class ClassifierService:
         """Subscribe and process micro-batches until :meth:`request_stop`.
 
         Returns:
-            0 after a graceful stop; 1 if the in-flight batch could not finish within
-            ``shutdown_timeout_s`` (it stays uncommitted and is processed again later).
+            0 after a graceful stop; 1 if the batches in flight could not finish within
+            ``shutdown_timeout_s`` (they stay uncommitted and are processed again later).
 
         Raises:
             DeliveryError: output not acknowledged or a fatal producer error; nothing of
@@ -193,6 +193,7 @@ class ClassifierService:
             exactly_once=s.exactly_once,
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
+            max_batches_in_flight=s.max_batches_in_flight,
         )
         if self._watcher is not None:
             self._watcher.start()
