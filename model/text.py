@@ -119,8 +119,9 @@ def _clean(text: str, config: TextConfig) -> str:
 
     The dash and whitespace rules are skipped (``-`` and whitespace are filter characters,
     so the split tokens are the same), and the URL and e-mail patterns only run on texts
-    that contain ``://``/``www.`` or ``@``: on a 2 KB news article that cuts tokenisation
-    from about 0.53 ms to 0.17 ms (measured on BBC News, one core).
+    that contain ``://``/``www.`` or ``@``. With the bytes-level split of
+    :func:`split_words`, tokenising a 2 KB BBC article takes ~0.07 ms instead of ~0.34 ms
+    (one core).
     """
     if config.unicode_nfkc:
         text = unicodedata.normalize("NFKC", text)
