@@ -99,27 +99,21 @@ def normalise(text: str, config: TextConfig) -> str:
 
     Returns the cleaned text with single spaces between words (punctuation kept).
     """
-    if config.unicode_nfkc:
-        text = unicodedata.normalize("NFKC", text)
-    if config.lowercase:
-        text = text.lower()
-    if config.strip_urls:
-        text = _URL.sub(" ", text)
-    if config.strip_emails:
-        text = _EMAIL.sub(" ", text)
-    if config.digits_to_zero:
-        text = _DIGIT.sub("0", text)
+    text = _clean(text, config)
     if config.collapse_dashes:
         text = _DASHES.sub(" ", text)
     return _WHITESPACE.sub(" ", text).strip()
 
 
 def _clean(text: str, config: TextConfig) -> str:
-    """:func:`normalise` minus the steps the Keras filters make redundant; the serving hot path.
+    """Apply the Unicode, case, URL, e-mail and digit rules of ``config`` (hot path).
 
-    The dash and whitespace rules are skipped (``-`` and whitespace are filter characters,
-    so the split tokens are the same), and the URL and e-mail patterns only run on texts
-    that contain ``://``/``www.`` or ``@``. With the bytes-level split of
+    This is the part of :func:`normalise` that tokenising needs; the dash and whitespace rules
+    are left to :func:`normalise` (``-`` and whitespace are Keras filter characters, so they
+    change no token).
+
+    The URL and e-mail patterns only run on texts that contain ``://``/``www.`` or ``@``
+    (they cannot match otherwise). With the bytes-level split of
     :func:`split_words`, tokenising a 2 KB BBC article takes ~0.07 ms instead of ~0.34 ms
     (one core).
     """

@@ -48,11 +48,30 @@ def test_no_lowercase_keeps_case_and_case_sensitive_stopwords() -> None:
 
 
 def _reference_tokens(text: str, config: TextConfig) -> list[str]:
-    """The documented definition: normalise, replace the Keras filters, split, drop stopwords."""
+    """Tokens by the documented definition, every rule applied unconditionally.
+
+    Clean up, replace the Keras filters, split, drop stopwords; independent of the
+    prefilters under test.
+    """
+    import re
+    import unicodedata
+
     from model.text import KERAS_TOKENIZER_FILTERS
 
+    if config.unicode_nfkc:
+        text = unicodedata.normalize("NFKC", text)
+    if config.lowercase:
+        text = text.lower()
+    if config.strip_urls:
+        text = re.sub(r"(?:https?://|ftp://|www\.)\S+", " ", text, flags=re.IGNORECASE)
+    if config.strip_emails:
+        text = re.sub(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", " ", text)
+    if config.digits_to_zero:
+        text = re.sub(r"\d", "0", text)
+    if config.collapse_dashes:
+        text = re.sub(r"-{2,}", " ", text)
     table = str.maketrans(dict.fromkeys(KERAS_TOKENIZER_FILTERS, " "))
-    tokens = normalise(text, config).translate(table).split()
+    tokens = text.translate(table).split()
     if config.remove_stopwords:
         tokens = [t for t in tokens if t not in NLTK_ENGLISH_STOPWORDS]
     return tokens
