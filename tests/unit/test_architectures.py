@@ -142,3 +142,86 @@ def test_runs_with_the_same_seed_are_identical(bbc_small: TextDataset, tmp_path:
     first, second = run(tmp_path / "a"), run(tmp_path / "b")
     assert first == second
     assert first["history"]["loss"][0] != first["history"]["loss"][1]  # it did train
+
+
+SEGMENTED = [("bilstm", (8,), "max"), ("stacked-lstm", (8, 6), "mean")]
+
+
+def _segmented(architecture: str, units: tuple[int, ...], pooling: str) -> NetworkConfig:
+    return NetworkConfig.model_validate(
+        {"architecture": architecture, "lstm_units": units, "pooling": pooling,
+         "embedding_dim": 8, "dense_units": 8, "segment_length": 5}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("architecture", "units", "pooling"), SEGMENTED)
+def test_segmented_network_trains_and_ignores_padding(
+    architecture: str,
+    units: tuple[int, ...],
+    pooling: str,
+    encoded: tuple[TextPipeline, np.ndarray, np.ndarray],
+) -> None:
+    import keras
+
+    keras.utils.set_random_seed(2)
+    pipeline, x, y = encoded
+    model = build_model(_segmented(architecture, units, pooling), 800, 5, 24)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    before = [w.copy() for w in model.get_weights()]
+    assert np.isfinite(float(model.train_on_batch(x[:32], y[:32])))
+    changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)]
+    assert all(changed), "every weight tensor must receive a gradient"
+
+    ids = pipeline.token_ids("chelsea won the league after a late goal at stamford bridge")
+    assert len(ids) > 5  # more than one segment
+    bare = np.array([ids], dtype=np.int32)
+    expected = keras.ops.convert_to_numpy(model(bare, training=False))
+    for padded in ([ids + [0] * 9], [[0] * 4 + ids], [[0] * 3 + ids + [0] * 2]):
+        got = keras.ops.convert_to_numpy(model(np.array(padded, np.int32), training=False))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_segments_restart_the_recurrence_at_each_boundary() -> None:
+    """A token changes the outputs of its own segment only, counted from the first real token."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = build_model(_segmented("lstm", (8,), "max"), 50, 3, 20)
+    encoder = keras.Model(model.input, model.get_layer("segmented_lstm").output)
+    ids = np.arange(1, 13, dtype=np.int32)  # 12 tokens: segments [0, 5), [5, 10), [10, 12)
+    for pre in (0, 3):  # left padding must not shift the segment boundaries
+        row = np.concatenate([np.zeros(pre, np.int32), ids])[None, :]
+        edited = row.copy()
+        edited[0, pre + 6] = 40  # inside the second segment
+        a = keras.ops.convert_to_numpy(encoder(row, training=False))[0, pre:]
+        b = keras.ops.convert_to_numpy(encoder(edited, training=False))[0, pre:]
+        changed = np.abs(a - b).max(axis=1) > 1e-7
+        assert changed.tolist() == [False] * 6 + [True] * 4 + [False] * 2
+        assert np.all(keras.ops.convert_to_numpy(encoder(row, training=False))[0, :pre] == 0)
+
+
+def test_segmented_bundle_round_trip(
+    encoded: tuple[TextPipeline, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    pipeline, x, _ = encoded
+    config = _segmented("bilstm", (8,), "max")
+    model = build_model(config, 800, 5, 24)
+    labels = ["business", "entertainment", "politics", "sport", "tech"]
+    save_bundle(tmp_path, model, pipeline, labels, config, 800, {"accuracy": 0.0})
+    bundle = load_bundle(tmp_path)
+    assert bundle.manifest.network.segment_length == 5
+    assert bundle.engine.path == "keras-trimmed"  # the fused kernels read one sequence per row
+    np.testing.assert_allclose(
+        bundle.predict_ids(x[:8]), np.asarray(model(x[:8], training=False)), atol=1e-5
+    )
+    texts = ["", "chelsea won the league", "a " * 3 + "market shares fell sharply in tokyo"]
+    probabilities = bundle.engine.predict_proba(texts)
+    reference = np.asarray(model(pipeline.encode(texts), training=False))
+    np.testing.assert_allclose(probabilities, reference, atol=1e-5)
+    only_empty = bundle.engine.predict_proba([""])  # every segment is padding
+    np.testing.assert_allclose(only_empty, reference[:1], atol=1e-5)
+
+
+def test_segments_need_a_pooled_head() -> None:
+    with pytest.raises(ValueError, match="segment_length needs pooling"):
+        NetworkConfig(segment_length=50)
