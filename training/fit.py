@@ -78,6 +78,9 @@ class TrainingConfig:
         class_weights: ``"balanced"`` weights each class's loss by
             ``n_rows / (n_classes * n_rows_of_class)`` (scikit-learn's
             ``compute_class_weight``) for imbalanced data; ``None`` for none.
+        bucket_by_length: Batch rows of similar length and trim each batch to its longest
+            row (:class:`training.batches.LengthBucketedBatches`): the same network trains
+            several times faster on long, unevenly sized documents. Needs padding masks.
     """
 
     epochs: int = 12
@@ -89,6 +92,7 @@ class TrainingConfig:
     test_size: float = 0.2
     seed: int = 42
     class_weights: Literal["balanced"] | None = None
+    bucket_by_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,17 +198,36 @@ def fit(
         _class_weights(y_train[split.fit_idx], len(labels)) if training.class_weights else None
     )
     started = time.perf_counter()
-    history = model.fit(
-        x_train[split.fit_idx],
-        y_train[split.fit_idx],
-        validation_data=(x_train[split.val_idx], y_train[split.val_idx]),
-        epochs=training.epochs,
-        batch_size=training.batch_size,
-        callbacks=[stop],
-        class_weight=weights,
-        shuffle=True,
-        verbose=verbose,
-    )
+    x_fit, y_fit = x_train[split.fit_idx], y_train[split.fit_idx]
+    x_val, y_val = x_train[split.val_idx], y_train[split.val_idx]
+    if training.bucket_by_length:
+        if not network.mask_padding:
+            raise ValueError("bucket_by_length trims padding: it needs the padding mask")
+        from training.batches import LengthBucketedBatches
+
+        def batches(x: np.ndarray, y: np.ndarray) -> LengthBucketedBatches:
+            return LengthBucketedBatches(x, y, training.batch_size, sequence.padding, training.seed)
+
+        history = model.fit(
+            batches(x_fit, y_fit),
+            validation_data=batches(x_val, y_val),
+            epochs=training.epochs,
+            callbacks=[stop],
+            class_weight=weights,
+            verbose=verbose,
+        )
+    else:
+        history = model.fit(
+            x_fit,
+            y_fit,
+            validation_data=(x_val, y_val),
+            epochs=training.epochs,
+            batch_size=training.batch_size,
+            callbacks=[stop],
+            class_weight=weights,
+            shuffle=True,
+            verbose=verbose,
+        )
     train_seconds = time.perf_counter() - started
 
     probabilities = keras.ops.convert_to_numpy(model.predict(x_test, verbose=0))
@@ -434,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--validation-size", type=float, default=defaults_fit.validation_fraction)
     t.add_argument("--seed", type=int, default=defaults_fit.seed)
     t.add_argument("--class-weights", choices=["none", "balanced"], default="none")
+    t.add_argument(
+        "--bucket-by-length",
+        action="store_true",
+        help="batch rows of similar length, each batch trimmed to its longest row (faster)",
+    )
     t.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     return p
 
@@ -526,6 +554,7 @@ def configs_from_args(
         test_size=args.test_size,
         seed=args.seed,
         class_weights="balanced" if args.class_weights == "balanced" else None,
+        bucket_by_length=args.bucket_by_length,
     )
     return text, sequence, network, training
 

@@ -124,7 +124,10 @@ def test_pooled_bundle_loads_without_custom_objects(
     )
 
 
-def test_runs_with_the_same_seed_are_identical(bbc_small: TextDataset, tmp_path: Path) -> None:
+@pytest.mark.parametrize("bucket_by_length", [False, True])
+def test_runs_with_the_same_seed_are_identical(
+    bbc_small: TextDataset, tmp_path: Path, bucket_by_length: bool
+) -> None:
     def run(out: Path) -> dict[str, Any]:
         result = fit(
             bbc_small,
@@ -133,7 +136,9 @@ def test_runs_with_the_same_seed_are_identical(bbc_small: TextDataset, tmp_path:
             SequenceConfig(max_len=24),
             NetworkConfig(embedding_dim=8, lstm_units=(8,), dense_units=8),
             num_words=800,
-            training=TrainingConfig(epochs=2, batch_size=32, seed=7),
+            training=TrainingConfig(
+                epochs=2, batch_size=32, seed=7, bucket_by_length=bucket_by_length
+            ),
             verbose=0,
             baseline=False,
         )
