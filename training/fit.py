@@ -42,6 +42,12 @@ from training.data import (
     stratified_subsample,
 )
 from training.datasets import NAMED_DATASETS, NEWSGROUP_PARTS, LoadedDataset, load_named
+from training.embeddings import (
+    EmbeddingInit,
+    embedding_matrix,
+    load_word_vectors,
+    train_word2vec,
+)
 from training.evaluate import evaluate, format_confusion_matrix
 from training.plots import confusion_matrix_png, history_png
 from training.report import (
@@ -78,6 +84,11 @@ class TrainingConfig:
         class_weights: ``"balanced"`` weights each class's loss by
             ``n_rows / (n_classes * n_rows_of_class)`` (scikit-learn's
             ``compute_class_weight``) for imbalanced data; ``None`` for none.
+        embeddings: Initial embedding weights: ``None`` random (the seeds), ``"word2vec"``
+            skip-gram vectors trained on the fitting rows (:func:`training.embeddings.
+            train_word2vec`), or the path of a word2vec/GloVe text file whose vector width
+            is the network's ``embedding_dim``.
+        freeze_embeddings: Keep the initial embedding weights fixed during training.
         bucket_by_length: Batch rows of similar length and trim each batch to its longest
             row (:class:`training.batches.LengthBucketedBatches`): the same network trains
             several times faster on long, unevenly sized documents. Needs padding masks.
@@ -92,6 +103,8 @@ class TrainingConfig:
     test_size: float = 0.2
     seed: int = 42
     class_weights: Literal["balanced"] | None = None
+    embeddings: str | None = None
+    freeze_embeddings: bool = False
     bucket_by_length: bool = False
 
 
@@ -108,6 +121,35 @@ class FitResult:
     bundle_dir: Path
     metrics: dict[str, Any]
     train_seconds: float
+
+
+def initial_embeddings(
+    training: TrainingConfig,
+    vocabulary: Vocabulary,
+    fit_tokens: Sequence[Sequence[str]],
+    rows: int,
+    dim: int,
+) -> EmbeddingInit:
+    """Embedding weights named by ``training.embeddings`` (``"word2vec"`` or a file path).
+
+    Args:
+        training: ``embeddings`` and ``seed`` are read.
+        vocabulary: The fitted vocabulary.
+        fit_tokens: Tokenised fitting rows (word2vec trains on these only).
+        rows: Embedding ``input_dim``.
+        dim: Embedding width.
+
+    Raises:
+        FileNotFoundError: the vector file does not exist.
+        ValueError: its vectors are not ``dim`` wide.
+    """
+    if training.embeddings == "word2vec":
+        vectors = train_word2vec(fit_tokens, dim, training.seed)
+        source = "word2vec on the fitting rows"
+    else:
+        path = Path(str(training.embeddings))
+        vectors, source = load_word_vectors(path, dim), str(path)
+    return embedding_matrix(vocabulary, vectors, rows, dim, training.seed, source)
 
 
 def _class_weights(y: np.ndarray[Any, Any], n_classes: int) -> dict[int, float]:
@@ -185,6 +227,21 @@ def fit(
         )
 
     model = build_model(network, num_words, len(labels), sequence.max_len)
+    initial = None
+    if training.embeddings:
+        fit_tokens = [train_tokens[i] for i in split.fit_idx]
+        initial = initial_embeddings(
+            training, vocabulary, fit_tokens, num_words, network.embedding_dim
+        )
+        embedding = model.get_layer("embedding")
+        embedding.set_weights([initial.matrix[: embedding.input_dim]])
+        embedding.trainable = not training.freeze_embeddings
+        if verbose:
+            print(
+                f"embedding initialised from {initial.source}: {initial.covered} of "
+                f"{initial.words} vocabulary words have a vector ({initial.coverage:.1%})",
+                flush=True,
+            )
     optimizer = (
         keras.optimizers.RMSprop(training.learning_rate)
         if training.optimizer == "rmsprop"
@@ -248,6 +305,13 @@ def fit(
         metrics["baseline"] = tfidf_baseline(
             train_tokens, y_train, test_tokens, y_test, labels, training.seed
         )
+    if initial is not None:
+        metrics["embeddings"] = {
+            "source": initial.source,
+            "covered": initial.covered,
+            "words": initial.words,
+            "frozen": training.freeze_embeddings,
+        }
     metrics["machine"] = machine_facts()
 
     data_facts = _data_facts(split, dataset, test, name, training)
@@ -458,6 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=defaults_fit.seed)
     t.add_argument("--class-weights", choices=["none", "balanced"], default="none")
     t.add_argument(
+        "--embeddings",
+        metavar="word2vec|FILE",
+        help="initial word vectors: word2vec trained on the fitting rows, or a "
+        "word2vec/GloVe text file as wide as --embedding-dim (default: random)",
+    )
+    t.add_argument(
+        "--freeze-embeddings", action="store_true", help="keep the initial vectors fixed"
+    )
+    t.add_argument(
         "--bucket-by-length",
         action="store_true",
         help="batch rows of similar length, each batch trimmed to its longest row (faster)",
@@ -554,6 +627,8 @@ def configs_from_args(
         test_size=args.test_size,
         seed=args.seed,
         class_weights="balanced" if args.class_weights == "balanced" else None,
+        embeddings=args.embeddings,
+        freeze_embeddings=args.freeze_embeddings,
         bucket_by_length=args.bucket_by_length,
     )
     return text, sequence, network, training
