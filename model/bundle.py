@@ -243,14 +243,8 @@ def load_bundle(path: Path | str) -> Bundle:
     configure_threads()  # TensorFlow's thread pools are sized before its first operation
     import keras
 
-    from model.segments import SegmentedLSTM
-
     try:
-        model = keras.saving.load_model(
-            version_dir / MODEL_FILE,
-            compile=False,
-            custom_objects={"classifier>SegmentedLSTM": SegmentedLSTM},
-        )
+        model = keras.saving.load_model(version_dir / MODEL_FILE, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
         raise BundleError(f"cannot load {version_dir / MODEL_FILE}: {exc}") from exc
     n_out = model.output_shape[-1]

@@ -52,10 +52,6 @@ class NetworkConfig(BaseModel):
         spatial_dropout: Rate of ``SpatialDropout1D`` on the embeddings (drops whole
             embedding channels); ``0`` for none.
         head_dropout: Dropout rate before the hidden/softmax layers; ``0`` for none.
-        segment_length: Read each document as consecutive segments of this many tokens,
-            the recurrent state restarting at every segment (:class:`model.segments.
-            SegmentedLSTM`), and pool over the whole document; ``None`` (the seeds) reads it
-            as one sequence. Needs ``pooling`` ``"max"`` or ``"mean"``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -69,7 +65,6 @@ class NetworkConfig(BaseModel):
     pooling: Pooling = "last"
     spatial_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     head_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    segment_length: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _check_layers(self) -> Self:
@@ -80,11 +75,6 @@ class NetworkConfig(BaseModel):
             raise ValueError(f"{self.architecture} needs two or more lstm_units, e.g. 64,64")
         if not stacked and len(self.lstm_units) != 1:
             raise ValueError(f"{self.architecture} has one recurrent layer; use stacked-* for more")
-        if self.segment_length is not None and self.pooling == "last":
-            raise ValueError(
-                "segment_length needs pooling 'max' or 'mean': a segmented document has no "
-                "single final state"
-            )
         return self
 
 
@@ -122,17 +112,7 @@ def build_model(
         x = layers.SpatialDropout1D(config.spatial_dropout, name="spatial_dropout")(x)
     x = layers.Dropout(config.dropout, name="embedding_dropout")(x)
     pooled = config.pooling != "last"
-    if config.segment_length is not None:
-        from model.segments import SegmentedLSTM
-
-        x = SegmentedLSTM(
-            config.lstm_units,
-            config.segment_length,
-            bidirectional=bidirectional,
-            dropout=config.dropout,
-            name="segmented_lstm",
-        )(x)
-    for i, units in enumerate(() if config.segment_length else config.lstm_units):
+    for i, units in enumerate(config.lstm_units):
         last = i == len(config.lstm_units) - 1
         lstm = layers.LSTM(units, return_sequences=pooled or not last, name=f"lstm_{i}")
         x = layers.Bidirectional(lstm, name=f"bilstm_{i}")(x) if bidirectional else lstm(x)

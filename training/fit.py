@@ -504,12 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--dense-units", type=int, default=defaults_net.dense_units, help="0 for none")
     n.add_argument("--head-dropout", type=float, default=defaults_net.head_dropout)
     n.add_argument("--pooling", choices=["last", "max", "mean"], default=defaults_net.pooling)
-    n.add_argument(
-        "--segment-length",
-        type=int,
-        default=None,
-        help="read documents as segments of N tokens, pooled (needs --pooling max/mean)",
-    )
     n.add_argument("--no-mask", action="store_true", help="let padding reach the LSTM")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=defaults_fit.epochs)
@@ -615,7 +609,6 @@ def configs_from_args(
         head_dropout=args.head_dropout,
         pooling=args.pooling,
         mask_padding=not args.no_mask,
-        segment_length=args.segment_length,
     )
     training = TrainingConfig(
         epochs=args.epochs,
