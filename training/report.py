@@ -92,6 +92,14 @@ def render_report(
     ]
     if baseline:
         lines += [f"Baseline: {baseline['model']}.", ""]
+    embeddings = metrics.get("embeddings")
+    if embeddings:
+        lines += [
+            f"Embedding initialised from {embeddings['source']}"
+            f"{' (frozen)' if embeddings.get('frozen') else ''}: {embeddings['covered']} of "
+            f"{embeddings['words']} vocabulary words had a vector.",
+            "",
+        ]
     duplicates = metrics.get("duplicates", {})
     lines += [
         "## Data",

@@ -91,6 +91,8 @@ def test_fit_starts_from_the_file_and_can_freeze_it(bbc_small: TextDataset, tmp_
         baseline=False,
     )
     assert result.metrics["embeddings"]["covered"] == 4
+    report = (result.bundle_dir / "report.md").read_text(encoding="utf-8")
+    assert f"Embedding initialised from {path} (frozen): 4 of " in report
     bundle = load_bundle(tmp_path / "bundle")
     table = keras.ops.convert_to_numpy(bundle.model.get_layer("embedding").embeddings)
     for word, vector in vectors.items():  # frozen: still the file's vectors after training
