@@ -16,7 +16,7 @@ embeddings" loads GloVe into a 20 Newsgroups classifier the same way. Two source
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +52,42 @@ class EmbeddingInit:
         return self.covered / self.words if self.words else 0.0
 
 
+def check_vector_file(path: Path, dim: int) -> None:
+    """Fail fast on a missing vector file or one of the wrong width (reads its first lines).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the first vector is not ``dim`` numbers wide.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"word vector file {path} does not exist: pass --embeddings word2vec, or the path "
+            "of a word2vec/GloVe text file"
+        )
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        head = [line for _, line in zip(range(2), lines, strict=False)]
+    _parse_lines(path, head, dim)
+
+
+def _parse_lines(path: Path, lines: Iterable[str], dim: int) -> dict[str, FloatMatrix]:
+    vectors: dict[str, FloatMatrix] = {}
+    for number, line in enumerate(lines, start=1):
+        parts = line.rstrip().split(" ")
+        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            continue
+        if len(parts) != dim + 1:
+            raise ValueError(
+                f"{path}:{number}: expected a word and {dim} numbers (the embedding "
+                f"dimension), found {len(parts) - 1} numbers; pass --embedding-dim to match"
+            )
+        try:
+            vector = np.asarray(parts[1:], dtype=np.float32)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from exc
+        vectors.setdefault(parts[0], vector)
+    return vectors
+
+
 def load_word_vectors(path: Path, dim: int) -> dict[str, FloatMatrix]:
     """Read a word2vec/GloVe text file.
 
@@ -67,25 +103,9 @@ def load_word_vectors(path: Path, dim: int) -> dict[str, FloatMatrix]:
         FileNotFoundError: ``path`` does not exist.
         ValueError: a line's vector is not ``dim`` numbers (message gives the line number).
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"word vector file {path} does not exist")
-    vectors: dict[str, FloatMatrix] = {}
+    check_vector_file(path, dim)
     with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
-            parts = line.rstrip().split(" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue
-            if len(parts) != dim + 1:
-                raise ValueError(
-                    f"{path}:{number}: expected a word and {dim} numbers (the embedding "
-                    f"dimension), found {len(parts) - 1} numbers; pass --embedding-dim to match"
-                )
-            try:
-                vector = np.asarray(parts[1:], dtype=np.float32)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from exc
-            vectors.setdefault(parts[0], vector)
-    return vectors
+        return _parse_lines(path, lines, dim)
 
 
 def train_word2vec(

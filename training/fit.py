@@ -44,6 +44,7 @@ from training.data import (
 from training.datasets import NAMED_DATASETS, NEWSGROUP_PARTS, LoadedDataset, load_named
 from training.embeddings import (
     EmbeddingInit,
+    check_vector_file,
     embedding_matrix,
     load_word_vectors,
     train_word2vec,
@@ -257,6 +258,7 @@ def fit(
     started = time.perf_counter()
     x_fit, y_fit = x_train[split.fit_idx], y_train[split.fit_idx]
     x_val, y_val = x_train[split.val_idx], y_train[split.val_idx]
+    data: dict[str, Any]
     if training.bucket_by_length:
         if not network.mask_padding:
             raise ValueError("bucket_by_length trims padding: it needs the padding mask")
@@ -265,26 +267,18 @@ def fit(
         def batches(x: np.ndarray, y: np.ndarray) -> LengthBucketedBatches:
             return LengthBucketedBatches(x, y, training.batch_size, sequence.padding, training.seed)
 
-        history = model.fit(
-            batches(x_fit, y_fit),
-            validation_data=batches(x_val, y_val),
-            epochs=training.epochs,
-            callbacks=[stop],
-            class_weight=weights,
-            verbose=verbose,
-        )
+        data = {"x": batches(x_fit, y_fit), "validation_data": batches(x_val, y_val)}
     else:
-        history = model.fit(
-            x_fit,
-            y_fit,
-            validation_data=(x_val, y_val),
-            epochs=training.epochs,
-            batch_size=training.batch_size,
-            callbacks=[stop],
-            class_weight=weights,
-            shuffle=True,
-            verbose=verbose,
-        )
+        data = {
+            "x": x_fit,
+            "y": y_fit,
+            "validation_data": (x_val, y_val),
+            "batch_size": training.batch_size,
+            "shuffle": True,
+        }
+    history = model.fit(
+        **data, epochs=training.epochs, callbacks=[stop], class_weight=weights, verbose=verbose
+    )
     train_seconds = time.perf_counter() - started
 
     probabilities = keras.ops.convert_to_numpy(model.predict(x_test, verbose=0))
@@ -580,7 +574,8 @@ def configs_from_args(
     """Preprocessing, network and training settings from the parsed options.
 
     Raises:
-        ValueError: inconsistent settings (pydantic validation messages).
+        ValueError: inconsistent settings (pydantic validation messages), or an
+            --embeddings file that is missing or not --embedding-dim wide.
     """
     spec = NAMED_DATASETS.get(args.dataset or "")
     lang = args.lang or (spec.lang if spec else "en")
@@ -624,6 +619,13 @@ def configs_from_args(
         freeze_embeddings=args.freeze_embeddings,
         bucket_by_length=args.bucket_by_length,
     )
+    if training.bucket_by_length and not network.mask_padding:
+        raise ValueError("--bucket-by-length trims padding: it cannot be used with --no-mask")
+    if training.embeddings and training.embeddings != "word2vec":
+        try:
+            check_vector_file(Path(training.embeddings), network.embedding_dim)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from exc
     return text, sequence, network, training
 
 

@@ -97,3 +97,17 @@ def test_fit_starts_from_the_file_and_can_freeze_it(bbc_small: TextDataset, tmp_
     table = keras.ops.convert_to_numpy(bundle.model.get_layer("embedding").embeddings)
     for word, vector in vectors.items():  # frozen: still the file's vectors after training
         np.testing.assert_allclose(table[bundle.pipeline.vocabulary.index(word)], vector)
+
+
+def test_a_bad_vector_file_stops_the_command_before_loading_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.fit import main
+
+    missing = tmp_path / "glove.6B.100d.txt"
+    args = ["--dataset", "bbc", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert main([*args, "--embeddings", str(missing)]) == 2
+    assert f"word vector file {missing} does not exist" in capsys.readouterr().err
+    missing.write_text("market 1 2 3\n", encoding="utf-8")
+    assert main([*args, "--embeddings", str(missing), "--embedding-dim", "100"]) == 2
+    assert "expected a word and 100 numbers" in capsys.readouterr().err
