@@ -228,19 +228,22 @@ def fit(
         )
 
     model = build_model(network, num_words, len(labels), sequence.max_len)
-    initial = None
+    initial, embedding_seconds = None, 0.0
     if training.embeddings:
         fit_tokens = [train_tokens[i] for i in split.fit_idx]
+        started = time.perf_counter()
         initial = initial_embeddings(
             training, vocabulary, fit_tokens, num_words, network.embedding_dim
         )
+        embedding_seconds = time.perf_counter() - started
         embedding = model.get_layer("embedding")
         embedding.set_weights([initial.matrix[: embedding.input_dim]])
         embedding.trainable = not training.freeze_embeddings
         if verbose:
             print(
                 f"embedding initialised from {initial.source}: {initial.covered} of "
-                f"{initial.words} vocabulary words have a vector ({initial.coverage:.1%})",
+                f"{initial.words} vocabulary words have a vector ({initial.coverage:.1%}) "
+                f"in {embedding_seconds:.0f} s",
                 flush=True,
             )
     optimizer = (
@@ -305,6 +308,7 @@ def fit(
             "covered": initial.covered,
             "words": initial.words,
             "frozen": training.freeze_embeddings,
+            "seconds": round(embedding_seconds, 1),
         }
     metrics["machine"] = machine_facts()
 
