@@ -11,7 +11,9 @@ embeddings" loads GloVe into a 20 Newsgroups classifier the same way. Two source
   use when no pretrained file is at hand (the test split never reaches it).
 
 :func:`embedding_matrix` lays the vectors out in vocabulary id order for
-``Embedding.set_weights``.
+``Embedding.set_weights``. On this project's data, word2vec on the training rows lifted the
+BBC News BiLSTM from 0.951 to 0.964 (mean test accuracy of four seeds), and was about half of
+the 20 Newsgroups gain from 0.774 to 0.839 (a wider network the other half; ``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ class EmbeddingInit:
     """Embedding weights and how many vocabulary words had a vector.
 
     Attributes:
-        matrix: ``(vocab_size, dim) float32``: row ``i`` is the vector of id ``i``; padding
+        matrix: ``(rows, dim) float32``: row ``i`` is the vector of id ``i``; padding
             row zero; words without a vector (and the OOV id) drawn from
             ``uniform(-0.05, 0.05)``, Keras' default embedding initialiser.
         covered: Vocabulary words (padding and OOV excluded) that had a vector.
         words: Vocabulary words (padding and OOV excluded).
-        source: Where the vectors came from (a path or ``"word2vec"``).
+        source: Where the vectors came from (a path, or word2vec on the fitting rows).
     """
 
     matrix: FloatMatrix
