@@ -195,8 +195,10 @@ def fit(
         command: Command line recorded in the report.
 
     Raises:
-        ValueError: fewer than two classes, test labels unseen in training, or a class too
-            small to stratify.
+        ValueError: fewer than two classes, test labels unseen in training, a class too
+            small to stratify, ``bucket_by_length`` without padding masks, or an embeddings
+            file whose vectors are not ``embedding_dim`` wide.
+        FileNotFoundError: the embeddings file does not exist.
     """
     import keras
 
