@@ -18,9 +18,11 @@ the 20 Newsgroups gain from 0.774 to 0.839 (a wider network the other half; ``do
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +30,8 @@ import numpy.typing as npt
 from model.vocabulary import OOV_INDEX, PAD_INDEX, Vocabulary
 
 FloatMatrix = npt.NDArray[np.float32]
+#: The ``--embeddings`` value that trains word2vec on the fitting rows instead of reading a file.
+WORD2VEC = "word2vec"
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,17 @@ def check_vector_file(path: Path, dim: int) -> None:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the first vector is not ``dim`` numbers wide.
     """
+    with _open_vectors(path) as lines:
+        _parse_lines(path, itertools.islice(lines, 2), dim)
+
+
+def _open_vectors(path: Path) -> TextIO:
     if not path.is_file():
         raise FileNotFoundError(
-            f"word vector file {path} does not exist: pass --embeddings word2vec, or the path "
+            f"word vector file {path} does not exist: pass --embeddings {WORD2VEC}, or the path "
             "of a word2vec/GloVe text file"
         )
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        head = [line for _, line in zip(range(2), lines, strict=False)]
-    _parse_lines(path, head, dim)
+    return path.open(encoding="utf-8", errors="replace")
 
 
 def _parse_lines(path: Path, lines: Iterable[str], dim: int) -> dict[str, FloatMatrix]:
@@ -105,8 +112,7 @@ def load_word_vectors(path: Path, dim: int) -> dict[str, FloatMatrix]:
         FileNotFoundError: ``path`` does not exist.
         ValueError: a line's vector is not ``dim`` numbers (message gives the line number).
     """
-    check_vector_file(path, dim)
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    with _open_vectors(path) as lines:
         return _parse_lines(path, lines, dim)
 
 

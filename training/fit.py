@@ -43,6 +43,7 @@ from training.data import (
 )
 from training.datasets import NAMED_DATASETS, NEWSGROUP_PARTS, LoadedDataset, load_named
 from training.embeddings import (
+    WORD2VEC,
     EmbeddingInit,
     check_vector_file,
     embedding_matrix,
@@ -124,6 +125,17 @@ class FitResult:
     train_seconds: float
 
 
+def check_compatible(network: NetworkConfig, training: TrainingConfig) -> None:
+    """Reject training options the network cannot honour.
+
+    Raises:
+        ValueError: ``bucket_by_length`` on a network without padding masks (trimming a
+            batch would change its predictions).
+    """
+    if training.bucket_by_length and not network.mask_padding:
+        raise ValueError("--bucket-by-length trims padding: it cannot be used with --no-mask")
+
+
 def initial_embeddings(
     training: TrainingConfig,
     vocabulary: Vocabulary,
@@ -144,7 +156,7 @@ def initial_embeddings(
         FileNotFoundError: the vector file does not exist.
         ValueError: its vectors are not ``dim`` wide.
     """
-    if training.embeddings == "word2vec":
+    if training.embeddings == WORD2VEC:
         vectors = train_word2vec(fit_tokens, dim, training.seed)
         source = "word2vec on the fitting rows"
     else:
@@ -202,6 +214,7 @@ def fit(
     """
     import keras
 
+    check_compatible(network, training)
     keras.utils.set_random_seed(training.seed)
     split = make_split(
         dataset, test, training.test_size, training.validation_fraction, training.seed
@@ -216,7 +229,8 @@ def fit(
     started = time.perf_counter()
     train_tokens = tokenise_many(split.train.texts, text)
     test_tokens = tokenise_many(split.test.texts, text)
-    vocabulary = Vocabulary.fit([train_tokens[i] for i in split.fit_idx], num_words, oov_token)
+    fit_tokens = [train_tokens[i] for i in split.fit_idx]
+    vocabulary = Vocabulary.fit(fit_tokens, num_words, oov_token)
     pipeline = TextPipeline(text, sequence, vocabulary)
     x_train = pad_sequences([vocabulary.encode(t) for t in train_tokens], sequence)
     x_test = pad_sequences([vocabulary.encode(t) for t in test_tokens], sequence)
@@ -232,7 +246,6 @@ def fit(
     model = build_model(network, num_words, len(labels), sequence.max_len)
     initial, embedding_seconds = None, 0.0
     if training.embeddings:
-        fit_tokens = [train_tokens[i] for i in split.fit_idx]
         started = time.perf_counter()
         initial = initial_embeddings(
             training, vocabulary, fit_tokens, num_words, network.embedding_dim
@@ -265,8 +278,6 @@ def fit(
     x_val, y_val = x_train[split.val_idx], y_train[split.val_idx]
     data: dict[str, Any]
     if training.bucket_by_length:
-        if not network.mask_padding:
-            raise ValueError("bucket_by_length trims padding: it needs the padding mask")
         from training.batches import LengthBucketedBatches
 
         def batches(x: np.ndarray, y: np.ndarray) -> LengthBucketedBatches:
@@ -625,9 +636,8 @@ def configs_from_args(
         freeze_embeddings=args.freeze_embeddings,
         bucket_by_length=args.bucket_by_length,
     )
-    if training.bucket_by_length and not network.mask_padding:
-        raise ValueError("--bucket-by-length trims padding: it cannot be used with --no-mask")
-    if training.embeddings and training.embeddings != "word2vec":
+    check_compatible(network, training)
+    if training.embeddings and training.embeddings != WORD2VEC:
         try:
             check_vector_file(Path(training.embeddings), network.embedding_dim)
         except FileNotFoundError as exc:

@@ -1,5 +1,7 @@
 """Length-bucketed training batches cover every row once per epoch and trim only padding."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,13 @@ def test_every_row_once_per_epoch_and_no_token_is_cut(padding: str) -> None:
 def test_rejects_mismatched_rows() -> None:
     with pytest.raises(ValueError, match="x has 3 rows but y has 2"):
         LengthBucketedBatches(np.ones((3, 4), np.int32), np.zeros(2, np.int64), 2, "post", 0)
+
+
+def test_an_unmasked_network_cannot_be_bucketed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.fit import main
+
+    args = ["--dataset", "bbc", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert main([*args, "--bucket-by-length", "--no-mask"]) == 2
+    assert "--bucket-by-length trims padding" in capsys.readouterr().err
