@@ -1,9 +1,14 @@
 """``python -m consumer``: classify the input topic into the prediction topic.
 
 Exit codes: 0 after a graceful stop (SIGTERM/SIGINT); 1 when output could not be made
-durable or the in-flight batch outlived the shutdown timeout (nothing of it was committed;
-restart to reprocess); 2 for a start-up error (bad setting, missing/corrupt bundle, broker
-unreachable, missing topics, metrics port in use).
+durable, the in-flight batch outlived the shutdown timeout, or another fatal error stopped
+the service (a ``consumer_failed`` JSON line names it and the offsets in flight; nothing of
+those batches was committed; restart to reprocess); 2 for a start-up error (bad setting,
+missing/corrupt bundle, broker unreachable, missing topics, metrics port in use).
+
+The process ends with ``os._exit`` once the service has flushed, committed and closed its
+clients: interpreter finalisation with TensorFlow's C++ thread pools still alive can abort
+(``terminate called without an active exception``, SIGABRT) instead of exiting with the code.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from pydantic_settings import CliApp
 
 from consumer.app import build_service
 from consumer.clients import StartupError, ensure_topics
-from consumer.delivery import DeliveryError
 from consumer.logs import configure_logging
 from consumer.metrics import HealthState, Metrics, serve_http
 from consumer.settings import Settings
@@ -96,13 +100,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         return service.run()
-    except DeliveryError as exc:
-        log.error("delivery_failed", error=str(exc))
+    except Exception:  # logged by the service as consumer_failed, with its offsets
         return 1
     finally:
         if server is not None:
             server.shutdown()
 
 
+def cli() -> None:
+    """Console entry point: run :func:`main`, then exit at once with its code (see above)."""
+    try:
+        code = main()
+    except Exception as exc:  # a bug outside the service loop: still one JSON line, code 1
+        structlog.get_logger("consumer").error(
+            "consumer_failed", error_type=type(exc).__name__, error=str(exc), exc_info=exc
+        )
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

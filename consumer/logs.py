@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 import structlog
@@ -41,6 +42,20 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """A thread's uncaught exception as one JSON error line instead of a plain traceback."""
+    if args.exc_value is None:
+        return
+    structlog.get_logger("consumer").error(
+        "thread_failed",
+        thread=None if args.thread is None else args.thread.name,
+        error_type=args.exc_type.__name__,
+        error=str(args.exc_value),
+        exc_info=args.exc_value,
+    )
 
 
 def kafka_logger() -> logging.Logger:

@@ -58,7 +58,7 @@ class Metrics:
         )
         self.inference_seconds = Histogram(
             "classifier_inference_seconds",
-            "Model time per micro-batch (preprocessing included).",
+            "Compute time per micro-batch: decoding, validation, tokenisation and the model.",
             buckets=_SECONDS_BUCKETS,
             registry=r,
         )

@@ -1,27 +1,15 @@
-"""Kafka records as plain data, and their validation into input messages or dead letters."""
+"""Kafka records as plain data, and the dead letter of a record that cannot be classified."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from consumer.isolation import Rejection, describe_exception
+from schemas import DeadLetter, EncodedBytes, Header, SourceCoordinates
 
-from schemas import (
-    SUPPORTED_SCHEMA_VERSIONS,
-    DeadLetter,
-    EncodedBytes,
-    ErrorCode,
-    Header,
-    InputMessage,
-    SourceCoordinates,
-)
-
-#: Default cap on a message's ``text`` in UTF-8 bytes (a long news article is ~20 KB).
-DEFAULT_MAX_TEXT_BYTES = 100_000
 #: Default cap on the original value copied into a dead-letter record (bytes). Kafka's
 #: default ``max.message.bytes`` is 1 MiB and base64 inflates by 4/3, so 512 KiB fits.
 DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
@@ -39,6 +27,8 @@ class RawRecord:
         key, value: Raw bytes (``None`` for a null key / tombstone value).
         headers: ``(name, value)`` pairs in record order.
         timestamp_ms: Record timestamp in ms since the epoch, ``None`` if the broker gave none.
+        defect: Why the client could not read part of the record (then it is dead-lettered
+            as ``unprocessable``), else ``None``.
     """
 
     topic: str
@@ -48,19 +38,36 @@ class RawRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()
     timestamp_ms: int | None = None
+    defect: str | None = None
 
     @classmethod
     def from_message(cls, message: Any) -> RawRecord:
-        """Copy a ``confluent_kafka.Message`` (one without ``error()``)."""
+        """Copy a ``confluent_kafka.Message`` (one without ``error()``); never raises for its bytes.
+
+        Headers are read exactly once: for a header name that is not UTF-8 (a non-Java producer
+        such as kcat can write one) confluent-kafka raises ``SystemError`` on the first
+        ``headers()`` call and returns a corrupt list — a segmentation fault when read — on
+        the next. Such a record keeps no headers and carries a ``defect`` instead.
+        """
         ts_type, ts = message.timestamp()
+        defect = None
+        try:
+            headers = tuple(message.headers() or ())
+        except Exception as exc:  # see docstring: never call headers() again on this message
+            headers = ()
+            defect = (
+                f"record headers cannot be read ({describe_exception(exc)}); a header name is "
+                "probably not valid UTF-8. Headers are omitted from this dead letter"
+            )
         return cls(
             topic=message.topic(),
             partition=message.partition(),
             offset=message.offset(),
             key=message.key(),
             value=message.value(),
-            headers=tuple(message.headers() or ()),
+            headers=headers,
             timestamp_ms=None if ts_type == _TIMESTAMP_NOT_AVAILABLE else ts,
+            defect=defect,
         )
 
     @property
@@ -70,107 +77,45 @@ class RawRecord:
 
     @property
     def timestamp(self) -> datetime | None:
-        """The record timestamp as an aware UTC datetime."""
+        """The record timestamp as an aware UTC datetime; ``None`` if absent or unrepresentable.
+
+        Producers choose ``CreateTime``; one outside ``datetime``'s range (year 1-9999) is
+        treated as absent rather than failing the record's output.
+        """
         if self.timestamp_ms is None:
             return None
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
-
-
-class InvalidRecordError(Exception):
-    """A record that cannot be classified; carries the dead-letter error code and reason."""
-
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for e in error.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "value"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)
-
-
-def parse_input(record: RawRecord, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES) -> InputMessage:
-    """Validate a record's value against the input schema.
-
-    Args:
-        record: The consumed record.
-        max_text_bytes: Largest accepted ``text`` (and ``title``) in UTF-8 bytes.
-
-    Raises:
-        InvalidRecordError: null value, a value or text over the byte limit, bytes that are
-            not UTF-8, invalid JSON, JSON that is not an object, an unsupported
-            ``schema_version``, or an object that violates :class:`schemas.InputMessage`.
-    """
-    if record.value is None:
-        raise InvalidRecordError(ErrorCode.NULL_VALUE, "message value is null (tombstone)")
-    # JSON escaping can at most ~6x a text; refuse absurd values before parsing them.
-    if len(record.value) > 6 * max_text_bytes + 65_536:
-        raise InvalidRecordError(
-            ErrorCode.TEXT_TOO_LARGE,
-            f"value is {len(record.value)} bytes; text is limited to {max_text_bytes} bytes",
-        )
-    try:
-        text = record.value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRecordError(
-            ErrorCode.NOT_UTF8, f"value is not valid UTF-8 (byte {exc.start}: {exc.reason})"
-        ) from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        reason = f"value is not valid JSON: {exc}"
-        raise InvalidRecordError(ErrorCode.INVALID_JSON, reason) from None
-    if not isinstance(obj, dict):
-        raise InvalidRecordError(
-            ErrorCode.NOT_AN_OBJECT, f"value must be a JSON object, got {type(obj).__name__}"
-        )
-    version = obj.get("schema_version")
-    if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise InvalidRecordError(
-            ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
-            f"schema_version {version!r} is not supported (supported: "
-            f"{sorted(SUPPORTED_SCHEMA_VERSIONS)})",
-        )
-    try:
-        message = InputMessage.model_validate(obj)
-    except ValidationError as exc:
-        raise InvalidRecordError(ErrorCode.SCHEMA_VIOLATION, _describe(exc)) from None
-    size = len(message.document.encode("utf-8"))
-    if size > max_text_bytes:
-        raise InvalidRecordError(
-            ErrorCode.TEXT_TOO_LARGE,
-            f"title + text is {size} bytes in UTF-8; the limit is {max_text_bytes} bytes",
-        )
-    return message
+        try:
+            return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
 
 
 def dead_letter(
     record: RawRecord,
-    code: ErrorCode,
-    reason: str,
+    rejection: Rejection,
     max_value_bytes: int = DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES,
 ) -> DeadLetter:
     """Build the dead-letter record for ``record``, keeping its exact bytes and headers.
 
     A value larger than ``max_value_bytes`` is not copied (the record would not fit the
     dead-letter topic); its size, sha256 and source coordinates identify it instead.
+    Header names are stored with lone surrogates backslash-escaped (they must be JSON).
     """
     value = record.value
     copied = value is not None and len(value) <= max_value_bytes
     return DeadLetter(
-        error_code=code,
-        reason=reason,
+        error_code=rejection.code,
+        reason=rejection.reason,
         source=record.source,
         key=None if record.key is None else EncodedBytes.from_bytes(record.key),
         value=EncodedBytes.from_bytes(value) if copied and value is not None else None,
         value_size=0 if value is None else len(value),
         value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
         headers=[
-            Header(key=k, value=None if v is None else EncodedBytes.from_bytes(v))
+            Header(
+                key=k.encode("utf-8", "backslashreplace").decode("utf-8"),
+                value=None if v is None else EncodedBytes.from_bytes(v),
+            )
             for k, v in record.headers
         ],
         input_timestamp=record.timestamp,

@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,11 +31,20 @@ import numpy.typing as npt
 import structlog
 
 from consumer.delivery import AtLeastOnce, BatchAbortedError, Delivery, DeliveryError
+from consumer.isolation import Rejection, describe_exception
 from consumer.metrics import HealthState, Metrics
-from consumer.records import InvalidRecordError, RawRecord, dead_letter, parse_input
+from consumer.records import RawRecord
 from consumer.reload import ModelWatcher
 from consumer.settings import Settings
-from schemas import ClassProbability, ErrorCode, InputMessage, Prediction
+from consumer.steps import (
+    Accepted,
+    RenderedPrediction,
+    minimal_dead_letter,
+    prepare,
+    render_dead_letter,
+    render_prediction,
+)
+from schemas import ErrorCode
 
 TopicPartitionKey = tuple[str, int]
 
@@ -54,8 +62,12 @@ class Classifier(Protocol):
         """Class names in output order."""
         ...
 
-    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """``len(texts)`` texts → ``(batch, n_classes) float32`` probabilities."""
+    def token_ids(self, text: str) -> list[int]:
+        """One text → its vocabulary ids, truncated and unpadded (one record's tokenisation)."""
+        ...
+
+    def predict_token_ids(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
+        """``len(sequences)`` id sequences → ``(batch, n_classes) float32`` probabilities."""
         ...
 
     def top_k(
@@ -99,7 +111,7 @@ class Batch:
     computed: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     settled: threading.Event = field(default_factory=threading.Event)
-    parsed: list[InputMessage | InvalidRecordError] = field(default_factory=list)
+    prepared: list[Accepted | Rejection] = field(default_factory=list)
     outcomes: list[npt.NDArray[np.float32] | Exception] = field(default_factory=list)
     error: BaseException | None = None
     committed: bool = False
@@ -151,6 +163,7 @@ class ClassifierService:
         self._stopping = False
         self._stop_deadline: float | None = None
         self._inflight: list[Batch] = []
+        self._failed: Batch | None = None  # the batch whose error stops the service
         self._abandoned = False
         self._stash: list[RawRecord] = []
         self._assigned: set[TopicPartitionKey] = set()
@@ -221,8 +234,9 @@ class ClassifierService:
             self._abandoned = True
             self._log.error("shutdown_timeout", error=str(exc))
             code = 1
-        except BaseException:
+        except BaseException as exc:
             self._abandoned = True
+            self._log_fatal(exc)
             raise
         finally:
             for batch in self._inflight:  # nothing commits now: produce nothing more either
@@ -230,6 +244,18 @@ class ClassifierService:
                 batch.settled.set()
             self._shutdown()
         return code
+
+    def _log_fatal(self, error: BaseException) -> None:
+        """One JSON error line for what stops the service, with the offsets it was working on."""
+        batches = [] if self._failed is None else [self._failed]
+        batches += [b for b in self._inflight if b is not self._failed]
+        self._log.error(
+            "consumer_failed",
+            error_type=type(error).__name__,
+            error=describe_exception(error),
+            batches=[_offset_ranges(b) for b in batches],
+            exc_info=error,
+        )
 
     def _shutdown(self) -> None:
         if self._watcher is not None:
@@ -328,6 +354,7 @@ class ClassifierService:
                 if isinstance(batch.error, BatchAbortedError):
                     self._rewind(batch, str(batch.error))
                     return
+                self._failed = batch
                 raise batch.error
             if batch.lost:
                 self._delivery.abort()
@@ -458,110 +485,136 @@ class ClassifierService:
             batch.done.set()
 
     def _compute(self, batch: Batch) -> None:
-        """Decode and validate every record, then run inference on the valid ones."""
-        max_text_bytes = self.settings.max_text_bytes
-        for record in batch.records:
-            try:
-                batch.parsed.append(parse_input(record, max_text_bytes))
-            except InvalidRecordError as exc:
-                batch.parsed.append(exc)
-        documents = [p.document for p in batch.parsed if isinstance(p, InputMessage)]
+        """Check, parse and tokenise every record (each under the guard), then run the model.
+
+        Each record becomes :class:`~consumer.steps.Accepted` or a
+        :class:`~consumer.isolation.Rejection`; nothing a record contains can fail the batch.
+        """
         started = time.perf_counter()
-        batch.outcomes = self._predict_isolating(batch.classifier, documents)
+        limits, tokenise = self.settings.record_limits, batch.classifier.token_ids
+        batch.prepared = [prepare(record, limits, tokenise) for record in batch.records]
+        sequences = [p.token_ids for p in batch.prepared if isinstance(p, Accepted)]
+        batch.outcomes = self._predict_isolating(batch.classifier, sequences)
         batch.inference_s = time.perf_counter() - started
 
     def _deliver(self, batch: Batch) -> None:
         """Produce the batch's predictions and dead letters and wait for the broker's acks."""
         self._delivery.begin()
         outcomes = iter(batch.outcomes)
-        for record, item in zip(batch.records, batch.parsed, strict=True):
-            if isinstance(item, InvalidRecordError):
-                self._dead_letter(batch, record, item.code, item.reason)
-                continue
-            outcome = next(outcomes)
-            if isinstance(outcome, Exception):
-                reason = f"model failed on this message: {outcome!r}"
-                self._dead_letter(batch, record, ErrorCode.INFERENCE_FAILED, reason)
-            else:
-                self._predict(batch, record, item, outcome)
+        for record, item in zip(batch.records, batch.prepared, strict=True):
+            rejection = item if isinstance(item, Rejection) else None
+            if isinstance(item, Accepted):
+                outcome = next(outcomes)
+                if isinstance(outcome, Exception):
+                    reason = f"model failed on this message: {describe_exception(outcome)}"
+                    rejection = Rejection.of(ErrorCode.INFERENCE_FAILED, reason)
+                else:
+                    rejection = self._predict(batch, record, item, outcome)
+            if rejection is not None:
+                self._dead_letter(batch, record, rejection)
         self._delivery.flush()
 
     @staticmethod
     def _predict_isolating(
-        classifier: Classifier, documents: Sequence[str]
+        classifier: Classifier, sequences: Sequence[Sequence[int]]
     ) -> list[npt.NDArray[np.float32] | Exception]:
-        """Probabilities per document; a document that makes the model fail gets its exception.
+        """Probabilities per sequence; a sequence that makes the model fail gets its exception.
 
-        On failure the batch is split in halves recursively until the failing documents
+        On failure the batch is split in halves recursively until the failing sequences
         are isolated, so one bad input does not dead-letter the rest of its batch.
         """
-        if not documents:
+        if not sequences:
             return []
         try:
-            return _checked_rows(classifier.predict_proba(documents))
+            return _checked_rows(classifier.predict_token_ids(sequences))
         except Exception as exc:
-            if len(documents) == 1:
+            if len(sequences) == 1:
                 return [exc]
-            mid = len(documents) // 2
+            mid = len(sequences) // 2
             return ClassifierService._predict_isolating(
-                classifier, documents[:mid]
-            ) + ClassifierService._predict_isolating(classifier, documents[mid:])
+                classifier, sequences[:mid]
+            ) + ClassifierService._predict_isolating(classifier, sequences[mid:])
 
     def _predict(
         self,
         batch: Batch,
         record: RawRecord,
-        message: InputMessage,
+        accepted: Accepted,
         probabilities: npt.NDArray[np.float32],
-    ) -> None:
+    ) -> Rejection | None:
+        """Produce ``record``'s prediction; the rejection if it cannot be built or produced."""
         s = self.settings
         top = batch.classifier.top_k(probabilities[np.newaxis, :], s.top_k)[0]
-        now = datetime.now(UTC)
-        low = top[0][1] < s.low_confidence_threshold
-        prediction = Prediction(
-            id=message.id,
-            label=top[0][0],
-            confidence=top[0][1],
-            top_k=[ClassProbability(label=label, probability=p) for label, p in top],
-            model_version=batch.classifier.version,
-            source=record.source,
-            input_timestamp=record.timestamp,
-            produced_at=now,
-            latency_ms=round((time.perf_counter() - batch.received) * 1000, 3),
-            low_confidence=low,
+        rendered = render_prediction(
+            record,
+            accepted.message,
+            top,
+            batch.classifier.version,
+            batch.received,
+            s.low_confidence_threshold,
         )
-        value = prediction.model_dump_json().encode()
-        self._delivery.produce(s.output_topic, record.key, value)
-        batch.predicted += 1
-        if low:
-            batch.low_confidence += 1
-            if s.review_topic:
-                self._delivery.produce(s.review_topic, record.key, value)
-        if record.timestamp_ms is not None:
-            batch.end_to_end_s.append(max(0.0, now.timestamp() - record.timestamp_ms / 1000))
+        if isinstance(rendered, Rejection):
+            return rendered
+        refused = self._produce_record(s.output_topic, record.key, rendered.value)
+        if refused is not None:
+            return Rejection.of(ErrorCode.UNPROCESSABLE, f"prediction not produced: {refused}")
+        self._count_prediction(batch, rendered)
+        if rendered.low_confidence and s.review_topic:
+            self._delivery.produce(s.review_topic, record.key, rendered.value)  # same size: fits
         self._log.debug(
             "predicted",
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            id=message.id,
-            label=prediction.label,
-            confidence=round(prediction.confidence, 4),
+            id=accepted.message.id,
+            label=top[0][0],
+            confidence=round(top[0][1], 4),
         )
+        return None
 
-    def _dead_letter(self, batch: Batch, record: RawRecord, code: ErrorCode, reason: str) -> None:
+    @staticmethod
+    def _count_prediction(batch: Batch, rendered: RenderedPrediction) -> None:
+        batch.predicted += 1
+        if rendered.low_confidence:
+            batch.low_confidence += 1
+        if rendered.end_to_end_s is not None:
+            batch.end_to_end_s.append(rendered.end_to_end_s)
+
+    def _dead_letter(self, batch: Batch, record: RawRecord, rejection: Rejection) -> None:
         s = self.settings
-        letter = dead_letter(record, code, reason, s.dead_letter_max_value_bytes)
-        self._delivery.produce(s.dead_letter_topic, record.key, letter.model_dump_json().encode())
-        batch.dead[code.value] = batch.dead.get(code.value, 0) + 1
+        value = render_dead_letter(record, rejection, s.dead_letter_max_value_bytes)
+        refused = self._produce_record(s.dead_letter_topic, record.key, value)
+        if refused is not None:  # key, headers or copied value too large for one record
+            key, value = minimal_dead_letter(record, rejection, f"dead letter too large: {refused}")
+            self._delivery.produce(s.dead_letter_topic, key, value)
+        code = rejection.code.value
+        batch.dead[code] = batch.dead.get(code, 0) + 1
         self._log.warning(
             "dead_lettered",
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            error_code=code.value,
-            reason=reason,
+            error_code=code,
+            reason=rejection.reason,
         )
+
+    def _produce_record(self, topic: str, key: bytes | None, value: bytes) -> str | None:
+        """Queue one output record; the refusal's text if the producer refuses *this* record.
+
+        The producer checks each record against its ``message.max.bytes`` before queueing
+        it; a record over it (a huge key or headers) is the record's failure, not the
+        producer's. Every other error propagates and stops the batch.
+        """
+        from confluent_kafka import KafkaError, KafkaException
+
+        try:
+            self._delivery.produce(topic, key, value)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                return f"{error.str()} ({len(value) + len(key or b'')} bytes)"
+            raise
+        return None
 
     # -- rebalance callbacks (main thread, inside consume()) ---------------------------
 
@@ -617,6 +670,14 @@ def _checked_rows(
     return [
         row if ok else NonFiniteOutputError("model returned non-finite probabilities")
         for row, ok in zip(clipped, finite, strict=True)
+    ]
+
+
+def _offset_ranges(batch: Batch) -> list[str]:
+    """``"topic[partition]@first-last"`` for every partition the batch read from."""
+    return [
+        f"{topic}[{partition}]@{first}-{batch.next_offsets[(topic, partition)] - 1}"
+        for (topic, partition), first in batch.first_offsets.items()
     ]
 
 

@@ -13,6 +13,15 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer.parsing import (
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_TEXT_BYTES,
+    DEFAULT_MAX_VALUE_BYTES,
+    ORJSON_MAX_DEPTH,
+    RecordLimits,
+)
+from consumer.records import DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 #: librdkafka properties the service sets itself; overriding them would break its guarantees.
@@ -110,14 +119,27 @@ class Settings(BaseSettings):
         description="With --exactly-once: this instance's transactional.id, stable across "
         "restarts and unique per instance (default: '<group-id>-<client-id>').",
     )
+    max_value_bytes: int = Field(
+        default=DEFAULT_MAX_VALUE_BYTES,
+        ge=1,
+        description="Largest record value (bytes) read at all; larger ones are dead-lettered "
+        "as value_too_large before any parsing. At least max_text_bytes.",
+    )
+    max_json_depth: int = Field(
+        default=DEFAULT_MAX_JSON_DEPTH,
+        ge=1,
+        le=ORJSON_MAX_DEPTH,
+        description="Deepest JSON nesting (levels; the input object is 1) accepted; deeper "
+        "values are dead-lettered as nesting_too_deep before parsing.",
+    )
     max_text_bytes: int = Field(
-        default=100_000,
+        default=DEFAULT_MAX_TEXT_BYTES,
         ge=1,
         description="Largest title + text (UTF-8 bytes) classified; larger messages are "
         "dead-lettered as text_too_large.",
     )
     dead_letter_max_value_bytes: int = Field(
-        default=512 * 1024,
+        default=DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES,
         ge=0,
         description="Largest original value copied into a dead-letter record; larger ones "
         "are identified by size, sha256 and source coordinates instead.",
@@ -192,6 +214,20 @@ class Settings(BaseSettings):
         if self.input_topic in outputs:
             raise ValueError(f"input topic {self.input_topic!r} is also an output topic")
         return self
+
+    @model_validator(mode="after")
+    def _value_cap_fits_text_cap(self) -> Self:
+        if self.max_value_bytes < self.max_text_bytes:
+            raise ValueError(
+                f"max_value_bytes ({self.max_value_bytes}) is below max_text_bytes "
+                f"({self.max_text_bytes}): no text at the text limit could ever be read"
+            )
+        return self
+
+    @property
+    def record_limits(self) -> RecordLimits:
+        """The per-record caps (value size, JSON depth, text size) as one value."""
+        return RecordLimits(self.max_value_bytes, self.max_json_depth, self.max_text_bytes)
 
     @property
     def effective_transactional_id(self) -> str:

@@ -168,6 +168,23 @@ class Bundle:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return self.engine.predict_proba(texts)
 
+    def token_ids(self, text: str) -> list[int]:
+        """Vocabulary ids of one raw text, truncated to ``max_len``, unpadded (may be empty).
+
+        The per-text half of :meth:`predict_proba`, for callers that tokenise each text on
+        its own (the consumer does, so that one text's failure is that text's alone).
+        """
+        return self.engine.token_ids(text)
+
+    def predict_token_ids(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
+        """Probabilities of :meth:`token_ids` outputs → ``(len(sequences), n_classes) float32``.
+
+        ``predict_token_ids([token_ids(t) for t in texts])`` equals ``predict_proba(texts)``.
+        """
+        if len(sequences) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.engine.predict_token_ids(sequences)
+
     def top_k(
         self, probabilities: npt.NDArray[np.float32], k: int
     ) -> list[list[tuple[str, float]]]:

@@ -881,14 +881,11 @@ class InferenceEngine:
         Returns:
             One list of ids (each ``>= 1``; possibly empty) per text.
         """
-        seq = self.pipeline.sequence
-        out = []
-        for text in texts:
-            ids = self.pipeline.token_ids(text)
-            if len(ids) > seq.max_len:
-                ids = ids[: seq.max_len] if seq.truncating == "post" else ids[-seq.max_len :]
-            out.append(ids)
-        return out
+        return [self.token_ids(text) for text in texts]
+
+    def token_ids(self, text: str) -> list[int]:
+        """Vocabulary ids of one text, truncated to ``max_len`` like the pipeline, unpadded."""
+        return list(self.pipeline.sequence.truncate(self.pipeline.token_ids(text)))
 
     def predict_proba(self, texts: Sequence[str]) -> FloatArray:
         """Class probabilities of raw texts.

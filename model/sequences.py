@@ -29,6 +29,12 @@ class SequenceConfig(BaseModel):
     padding: Side = "post"
     truncating: Side = "post"
 
+    def truncate(self, ids: Sequence[int]) -> Sequence[int]:
+        """``ids`` cut to ``max_len``: the first ones kept (``"post"``) or the last (``"pre"``)."""
+        if len(ids) <= self.max_len:
+            return ids
+        return ids[: self.max_len] if self.truncating == "post" else ids[-self.max_len :]
+
 
 def pad_sequences(
     sequences: Sequence[Sequence[int]], config: SequenceConfig
@@ -42,7 +48,7 @@ def pad_sequences(
     for row, seq in enumerate(sequences):
         if not seq:
             continue
-        kept = seq[: config.max_len] if config.truncating == "post" else seq[-config.max_len :]
+        kept = config.truncate(seq)
         if config.padding == "post":
             out[row, : len(kept)] = kept
         else:

@@ -125,13 +125,18 @@ class ErrorCode(StrEnum):
     """Why a message was dead-lettered (stable, machine-readable)."""
 
     NULL_VALUE = "null_value"
+    VALUE_TOO_LARGE = "value_too_large"
     NOT_UTF8 = "not_utf8"
     INVALID_JSON = "invalid_json"
+    NESTING_TOO_DEEP = "nesting_too_deep"
     NOT_AN_OBJECT = "not_an_object"
     SCHEMA_VIOLATION = "schema_violation"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     TEXT_TOO_LARGE = "text_too_large"
     INFERENCE_FAILED = "inference_failed"
+    #: Any other failure while reading, validating or tokenising one record;
+    #: ``reason`` names the exception type and its message.
+    UNPROCESSABLE = "unprocessable"
 
 
 class EncodedBytes(BaseModel):

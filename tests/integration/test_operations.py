@@ -37,6 +37,9 @@ from tests.integration.streaming import (
     wait_for_log,
 )
 
+#: Marks a poisoned text's ids (not a vocabulary id), so the model fails on that row only.
+POISON_ID = -7
+
 
 class Faulty:
     """A real bundle that raises on texts containing ``POISON`` (a model failure)."""
@@ -54,12 +57,16 @@ class Faulty:
     def labels(self) -> list[str]:
         return self.bundle.labels
 
-    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def token_ids(self, text: str) -> list[int]:
+        ids = self.bundle.token_ids(text)
+        return [POISON_ID, *ids] if "POISON" in text else ids
+
+    def predict_token_ids(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
         self.calls += 1
         time.sleep(self.delay_s)
-        if any("POISON" in t for t in texts):
+        if any(POISON_ID in s for s in sequences):
             raise RuntimeError("tensor shape mismatch (injected)")
-        return self.bundle.predict_proba(texts)
+        return self.bundle.predict_token_ids(sequences)
 
     def top_k(self, p: npt.NDArray[np.float32], k: int) -> list[list[tuple[str, float]]]:
         return self.bundle.top_k(p, k)

@@ -135,10 +135,13 @@ class _Classifier:
         self.version = "test"
         self.labels = ["a", "b"]
 
-    def predict_proba(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def token_ids(self, text: str) -> list[int]:
+        return [{"nan": 2, "over": 3}.get(text, 1)]
+
+    def predict_token_ids(self, sequences: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
         time.sleep(0.02)  # long enough for the next batch to be prefetched meanwhile
-        rows = {"nan": [np.nan, 0.5], "over": [1.0000001, 0.0]}
-        return np.array([rows.get(t, [0.75, 0.25]) for t in texts], np.float32)
+        rows = {2: [np.nan, 0.5], 3: [1.0000001, 0.0]}
+        return np.array([rows.get(s[0], [0.75, 0.25]) for s in sequences], np.float32)
 
     def top_k(
         self, probabilities: npt.NDArray[np.float32], k: int

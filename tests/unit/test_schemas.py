@@ -4,7 +4,9 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from consumer.records import InvalidRecordError, RawRecord, dead_letter, parse_input
+from consumer.isolation import InvalidRecordError, Rejection
+from consumer.parsing import RecordLimits, parse_input
+from consumer.records import RawRecord, dead_letter
 from schemas import DeadLetter, EncodedBytes, ErrorCode, InputMessage, Prediction
 
 
@@ -79,19 +81,19 @@ def test_prediction_enforces_probability_range() -> None:
 )
 def test_parse_input_classifies_each_failure(value: bytes | None, code: ErrorCode) -> None:
     with pytest.raises(InvalidRecordError) as info:
-        parse_input(record(value))
+        parse_input(value)
     assert info.value.code is code
     assert info.value.reason
 
 
 def test_parse_input_accepts_a_good_record() -> None:
-    msg = parse_input(record(json.dumps({"id": "x", "text": "hello"}).encode()))
+    msg = parse_input(json.dumps({"id": "x", "text": "hello"}).encode())
     assert msg.text == "hello"
 
 
 def test_dead_letter_keeps_original_bytes_key_headers_and_coordinates() -> None:
     raw = b"\xff\xfenot utf8"
-    letter = dead_letter(record(raw, key=b"\x00key"), ErrorCode.NOT_UTF8, "bad bytes")
+    letter = dead_letter(record(raw, key=b"\x00key"), Rejection(ErrorCode.NOT_UTF8, "bad bytes"))
     wire = DeadLetter.model_validate_json(letter.model_dump_json())
     assert wire.value is not None
     assert wire.value.encoding == "base64"
@@ -115,34 +117,36 @@ def test_encoded_bytes_uses_text_when_utf8() -> None:
     assert b.data == base64.b64encode(b"\x80").decode()
 
 
-def test_text_over_the_byte_limit_is_rejected_before_and_after_parsing() -> None:
+def test_text_over_the_byte_limit_is_rejected_and_a_huge_value_before_parsing() -> None:
     small = json.dumps({"id": "a", "text": "é" * 60}).encode()  # 120 bytes of text
     with pytest.raises(InvalidRecordError) as info:
-        parse_input(record(small), max_text_bytes=100)
+        parse_input(small, RecordLimits(max_text_bytes=100))
     assert info.value.code is ErrorCode.TEXT_TOO_LARGE
     assert "120 bytes" in info.value.reason
-    parse_input(record(small), max_text_bytes=120)
+    parse_input(small, RecordLimits(max_text_bytes=120))
     huge = b'{"id": "a", "text": "' + b"x" * 2_000_000 + b'"}'
     with pytest.raises(InvalidRecordError) as info:
-        parse_input(record(huge), max_text_bytes=1000)
-    assert info.value.code is ErrorCode.TEXT_TOO_LARGE
+        parse_input(huge, RecordLimits(max_text_bytes=1000))
+    assert info.value.code is ErrorCode.VALUE_TOO_LARGE
+    assert "max_value_bytes" in info.value.reason
 
 
 def test_unknown_schema_version_is_rejected_known_one_accepted() -> None:
     with pytest.raises(InvalidRecordError) as info:
-        parse_input(record(b'{"id": "a", "text": "t", "schema_version": 2}'))
+        parse_input(b'{"id": "a", "text": "t", "schema_version": 2}')
     assert info.value.code is ErrorCode.UNSUPPORTED_SCHEMA_VERSION
-    assert parse_input(record(b'{"id": "a", "text": "t", "schema_version": 1}')).schema_version == 1
+    assert parse_input(b'{"id": "a", "text": "t", "schema_version": 1}').schema_version == 1
 
 
 def test_dead_letter_of_an_oversized_value_keeps_its_fingerprint_not_its_bytes() -> None:
     import hashlib
 
     raw = b"x" * 5000
-    letter = dead_letter(record(raw), ErrorCode.TEXT_TOO_LARGE, "too big", max_value_bytes=1000)
+    big = Rejection(ErrorCode.VALUE_TOO_LARGE, "big")
+    letter = dead_letter(record(raw), big, max_value_bytes=1000)
     assert letter.value is None
     assert letter.value_size == 5000
     assert letter.value_sha256 == hashlib.sha256(raw).hexdigest()
-    kept = dead_letter(record(raw), ErrorCode.TEXT_TOO_LARGE, "too big", max_value_bytes=5000)
+    kept = dead_letter(record(raw), big, max_value_bytes=5000)
     assert kept.value is not None
     assert kept.value.to_bytes() == raw

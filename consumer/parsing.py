@@ -1,0 +1,156 @@
+"""Bounded decoding of a record's value into an :class:`schemas.InputMessage`.
+
+Everything that could be expensive or unsafe to parse is refused *before* parsing, with its
+own dead-letter code: a value over ``max_value_bytes`` (``value_too_large``) and JSON nested
+deeper than ``max_json_depth`` (``nesting_too_deep``). The JSON itself is parsed by orjson
+(RFC 8259, strict: ``NaN``/``Infinity``, numbers that overflow a double and lone surrogate
+escapes are ``invalid_json``), which is written in Rust, does not recurse on the Python
+stack and refuses nesting beyond 1,024 levels on its own; measured against the standard
+library's ``json`` on the real streams by ``python -m bench`` (``docs/performance.md``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from consumer.isolation import InvalidRecordError
+from schemas import SUPPORTED_SCHEMA_VERSIONS, ErrorCode, InputMessage
+
+#: Default cap on ``title + text`` in UTF-8 bytes (a long news article is ~20 KB).
+DEFAULT_MAX_TEXT_BYTES = 100_000
+#: Default cap on a whole record value in bytes: Kafka's default ``max.message.bytes``
+#: (1 MiB), which also fits a text at ``DEFAULT_MAX_TEXT_BYTES`` JSON-escaped several times.
+DEFAULT_MAX_VALUE_BYTES = 1_048_576
+#: Default cap on JSON nesting (the input object is level 1, ``metadata`` level 2).
+DEFAULT_MAX_JSON_DEPTH = 64
+#: orjson refuses deeper documents whatever the setting.
+ORJSON_MAX_DEPTH = 1_024
+
+#: A JSON string literal, or one structural bracket (used only to measure nesting depth).
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_OPENERS = frozenset(b"[{")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLimits:
+    """Caps applied to every record before and while it is parsed.
+
+    Attributes:
+        max_value_bytes: Largest record value read at all (bytes).
+        max_json_depth: Deepest JSON nesting accepted (levels; ``{}`` is 1), at most
+            :data:`ORJSON_MAX_DEPTH`.
+        max_text_bytes: Largest ``title + text`` classified (UTF-8 bytes).
+    """
+
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+
+
+def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> InputMessage:
+    """Validate a record value against the input schema, within ``limits``.
+
+    Args:
+        value: The record's value (``None`` for a tombstone).
+        limits: Size and depth caps.
+
+    Raises:
+        InvalidRecordError: with code ``null_value``, ``value_too_large``, ``nesting_too_deep``,
+            ``not_utf8``, ``invalid_json``, ``not_an_object``, ``unsupported_schema_version``,
+            ``schema_violation`` or ``text_too_large``.
+    """
+    if value is None:
+        raise InvalidRecordError(ErrorCode.NULL_VALUE, "message value is null (tombstone)")
+    if len(value) > limits.max_value_bytes:
+        raise InvalidRecordError(
+            ErrorCode.VALUE_TOO_LARGE,
+            f"value is {len(value)} bytes; the limit is {limits.max_value_bytes} bytes "
+            "(max_value_bytes)",
+        )
+    _check_depth(value, limits.max_json_depth)
+    obj = _loads(value)
+    if not isinstance(obj, dict):
+        raise InvalidRecordError(
+            ErrorCode.NOT_AN_OBJECT, f"value must be a JSON object, got {type(obj).__name__}"
+        )
+    version = obj.get("schema_version")
+    if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise InvalidRecordError(
+            ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
+            f"schema_version {version!r} is not supported (supported: "
+            f"{sorted(SUPPORTED_SCHEMA_VERSIONS)})",
+        )
+    try:
+        message = InputMessage.model_validate(obj)
+    except ValidationError as exc:
+        raise InvalidRecordError(ErrorCode.SCHEMA_VIOLATION, _describe(exc)) from None
+    size = len(message.document.encode("utf-8"))
+    if size > limits.max_text_bytes:
+        raise InvalidRecordError(
+            ErrorCode.TEXT_TOO_LARGE,
+            f"title + text is {size} bytes in UTF-8; the limit is {limits.max_text_bytes} bytes "
+            "(max_text_bytes)",
+        )
+    return message
+
+
+def json_depth(value: bytes, stop_after: int | None = None) -> int:
+    """Deepest nesting of JSON arrays/objects in ``value`` (``0`` for a scalar, ``{}`` is 1).
+
+    Brackets inside string literals are skipped. Scanning ends as soon as the depth exceeds
+    ``stop_after``, so a hostile document costs at most ``stop_after`` brackets of work.
+    Invalid JSON gets a best-effort answer (the parser refuses it anyway).
+    """
+    depth = deepest = 0
+    for match in _TOKEN.finditer(value):
+        token = match.group()
+        if len(token) != 1:
+            continue  # a string literal
+        if token[0] in _OPENERS:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if stop_after is not None and deepest > stop_after:
+                    break
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+def _check_depth(value: bytes, max_depth: int) -> None:
+    # Fast path: a document with at most max_depth opening brackets cannot nest deeper.
+    if value.count(b"[") + value.count(b"{") <= max_depth:
+        return
+    depth = json_depth(value, stop_after=max_depth)
+    if depth > max_depth:
+        raise InvalidRecordError(
+            ErrorCode.NESTING_TOO_DEEP,
+            f"JSON nesting exceeds {max_depth} levels (max_json_depth)",
+        )
+
+
+def _loads(value: bytes) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        json_error = str(exc)
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRecordError(
+            ErrorCode.NOT_UTF8, f"value is not valid UTF-8 (byte {exc.start}: {exc.reason})"
+        ) from None
+    raise InvalidRecordError(ErrorCode.INVALID_JSON, f"value is not valid JSON: {json_error}")
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "value"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
