@@ -92,6 +92,5 @@ def describe_exception(error: BaseException) -> str:
 
 def safe_text(text: str, limit: int) -> str:
     """``text`` as valid UTF-8 (lone surrogates backslash-escaped), cut to ``limit`` characters."""
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -79,7 +79,10 @@ def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> I
             ErrorCode.NOT_AN_OBJECT, f"value must be a JSON object, got {type(obj).__name__}"
         )
     version = obj.get("schema_version")
-    if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+    # list/dict versions are unhashable: `in` a frozenset would raise TypeError (found by fuzzing)
+    if version is not None and (
+        isinstance(version, list | dict) or version not in SUPPORTED_SCHEMA_VERSIONS
+    ):
         raise InvalidRecordError(
             ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
             f"schema_version {version!r} is not supported (supported: "
