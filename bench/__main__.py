@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     paced = [float(v) for v in args.paced.split(",") if v.strip()]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from bench import cpu, e2e, machine, report
+    from bench import cpu, decoding, e2e, machine, report
     from bench.streams import DataError, ensure_bundle, load_stream
 
     began = time.monotonic()
@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                     "engine": engine_overrides,
                 }
             )
+            say(f"{name}: record decoding (stdlib json vs bounded orjson)")
+            decoded = decoding.measure(load_stream(name, data_dir, args.messages).texts)
             results["streams"][name] = {
+                "decoding": decoded,
                 **{k: base[k] for k in ("naive", "fixed", "mean_real_tokens", "max_len")},
                 "distinct": base["distinct"],
                 "engine": eng["engine"],

@@ -31,6 +31,13 @@ def _num(value: Any, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _decoding(d: Mapping[str, float] | None) -> str:
+    if not d:
+        return "-"
+    stdlib, fast, ratio = (_num(d.get(k), 2) for k in ("stdlib_us", "orjson_us", "speedup"))
+    return f"{stdlib} → {fast} ({ratio} x)"
+
+
 def _pcts(p: Mapping[str, float] | None) -> str:
     if not p:
         return "-"
@@ -134,6 +141,10 @@ def markdown(results: Mapping[str, Any]) -> str:
             f"({_num(s.get('distinct'))}) · {_num(s.get('mean_real_tokens'), 1)}"
             for s in streams.values()
         ],
+    )
+    row(
+        "0 record decoding + validation, µs/msg: stdlib `json` → bounded orjson (speed-up)",
+        [_decoding(_get(s, "decoding")) for s in streams.values()],
     )
     row(
         "1 naive: per-message `model.predict` (msgs/s, sampled)",

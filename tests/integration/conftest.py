@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 class TopicFactory(Protocol):
     """Signature of the ``new_topic`` fixture."""
 
-    def __call__(self, name_prefix: str, partitions: int = 3) -> str: ...
+    def __call__(
+        self, name_prefix: str, partitions: int = 3, config: dict[str, str] | None = None
+    ) -> str: ...
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -225,15 +227,17 @@ def new_topic(admin_client: AdminClient) -> Iterator[TopicFactory]:
     """Factory creating uniquely named topics, deleted again after the test.
 
     ``new_topic("orders")`` creates e.g. ``orders-3f2a9c1b7d4e`` with 3 partitions
-    (replication factor 1), waits until it is usable and returns its name.
+    (replication factor 1) and the given topic ``config``, waits until it is usable and
+    returns its name.
     """
     created: list[str] = []
 
-    def factory(name_prefix: str, partitions: int = 3) -> str:
+    def factory(name_prefix: str, partitions: int = 3, config: dict[str, str] | None = None) -> str:
         prefix = re.sub(r"[^A-Za-z0-9._-]", "-", name_prefix)[:200] or "topic"
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
         futures = admin_client.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+            [topic],
             operation_timeout=TOPIC_READY_TIMEOUT_S,
         )
         futures[name].result(timeout=TOPIC_READY_TIMEOUT_S)

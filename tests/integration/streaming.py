@@ -81,10 +81,18 @@ def log_events(log_path: Path) -> list[dict[str, Any]]:
 
 
 def produce(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    config: dict[str, Any] | None = None,
 ) -> int:
-    """Produce ``(key, value)`` pairs with acks=all and wait for every ack; returns the count."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    """Produce ``(key, value)`` pairs with acks=all and wait for every ack; returns the count.
+
+    ``config`` adds producer properties (e.g. ``message.max.bytes`` for large records).
+    """
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, **(config or {})}
+    )
     failures: list[str] = []
 
     def on_delivery(error: Any, _message: Any) -> None:

@@ -41,6 +41,9 @@ def test_quick_run_of_the_cpu_stages(bbc_bundle: Path, data_dir: Path, tmp_path:
         assert s["engine"]["describe"]["path"] == "fused"
         assert 0 < s["engine"]["real_tokens"] <= s["engine"]["computed_tokens"]
         assert s["macs"]["macs_per_token"] > s["macs"]["executed_macs_per_token"] > 0
+        assert s["decoding"]["messages"] == 96
+        assert 0 < s["decoding"]["orjson_us"] < 1000
+        assert s["decoding"]["speedup"] > 0
     # short news snippets carry far fewer real tokens than BBC articles
     assert (
         results["streams"]["short"]["mean_real_tokens"]
@@ -49,6 +52,7 @@ def test_quick_run_of_the_cpu_stages(bbc_bundle: Path, data_dir: Path, tmp_path:
     table = out.with_suffix(".md").read_text()
     assert "| 3 engine" in table
     assert "| 1 naive" in table
+    assert "| 0 record decoding" in table
     assert "2' fixed-shape, inference only" in proc.stdout
 
 

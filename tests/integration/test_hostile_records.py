@@ -1,0 +1,220 @@
+"""No single record can stop the stream: pathological messages between real BBC articles.
+
+A real ``python -m consumer`` process reads one partition holding real held-out BBC articles
+interleaved with hostile records — nesting far past the cap, values and texts at and just
+over each cap, a 1 MB single token, lone surrogates, a 5,000-digit number, an unhashable
+``schema_version``, a tombstone and (written by kcat, an outside client) a header name that
+is not UTF-8. The consumer must stay alive, dead-letter each bad record with its reason and
+original bytes (or size + sha256 above the copy limit), predict every article behind them and
+commit offsets past all of them. A fatal error (a dead-letter topic that refuses the records)
+must end as one ``consumer_failed`` JSON line and exit code 1, never a plain traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas import EncodedBytes
+from tests.integration.conftest import TopicFactory
+from tests.integration.streaming import (
+    Collector,
+    Topics,
+    held_out_articles,
+    log_events,
+    produce,
+    start_consumer,
+    wait_exit,
+    wait_for_log,
+)
+
+VALUE_CAP = 1_200_000
+TEXT_CAP = 1_100_000
+DEPTH_CAP = 32
+BIG = {"message.max.bytes": 3_000_000}
+TOPIC_BIG = {"max.message.bytes": "3000000"}
+
+
+def _doc(i: str, text: str, **extra: object) -> bytes:
+    return json.dumps({"id": i, "text": text, **extra}, separators=(",", ":")).encode()
+
+
+def _padded_to(size: int, i: str) -> bytes:
+    """An input message of exactly ``size`` bytes (padding in ``metadata``)."""
+    head, tail = b'{"id":"' + i.encode() + b'","text":"short text","metadata":{"pad":"', b'"}}'
+    return head + b"p" * (size - len(head) - len(tail)) + tail
+
+
+def _nested(i: str, depth: int) -> bytes:
+    """An input message whose JSON nests ``depth`` levels (the object itself is level 1)."""
+    inner = depth - 1
+    return (
+        b'{"id":"' + i.encode() + b'","text":"x","metadata":' + b'{"a":' * inner + b"1"
+    ) + b"}" * (inner + 1)
+
+
+def _text_of_bytes(i: str, size: int) -> bytes:
+    return _doc(i, "w" * size)
+
+
+def _kcat(bootstrap: str, topic: str, key: bytes, value: bytes, header: bytes) -> None:
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    if kcat is None:
+        pytest.fail("kcat is needed to write a non-UTF-8 header name: apt-get install kcat")
+    subprocess.run(
+        [kcat, "-P", "-b", bootstrap, "-t", topic, "-p", "0", "-k", key, "-H", header],
+        input=value,
+        check=True,
+        timeout=30,
+    )
+
+
+def test_hostile_records_are_dead_lettered_and_the_stream_goes_on(
+    kafka_bootstrap: str,
+    new_topic: TopicFactory,
+    bbc_bundle: Path,
+    bbc_csv: Path,
+    tmp_path: Path,
+) -> None:
+    articles = held_out_articles(bbc_bundle, bbc_csv)[:60]
+    good = [(a[0].encode(), _doc(a[0], a[1])) for a in articles]
+    one_mb_token = _doc("token", "a" * 1_000_000)
+    hostile: dict[str, tuple[bytes | None, str | None]] = {
+        # key: (value, expected error code or None for "predicted")
+        "deep": (b'{"id":"deep","text":"x","metadata":' + b"[" * 200_000, "nesting_too_deep"),
+        "depth-at-cap": (_nested("depth-at-cap", DEPTH_CAP), None),
+        "depth-over-cap": (_nested("depth-over-cap", DEPTH_CAP + 1), "nesting_too_deep"),
+        "value-at-cap": (_padded_to(VALUE_CAP, "value-at-cap"), None),
+        "value-over-cap": (_padded_to(VALUE_CAP + 1, "value-over-cap"), "value_too_large"),
+        "text-at-cap": (_text_of_bytes("text-at-cap", TEXT_CAP), None),
+        "text-over-cap": (_text_of_bytes("text-over-cap", TEXT_CAP + 1), "text_too_large"),
+        "token": (one_mb_token, None),
+        "lone-surrogate": (b'{"id":"s","text":"\\ud800 abc"}', "invalid_json"),
+        "surrogate-bytes": (b'{"id":"s","text":"\xed\xa0\x80"}', "not_utf8"),
+        "huge-number": (b'{"id":"n","text":"x","n":' + b"9" * 5000 + b"}", "invalid_json"),
+        "version-list": (_doc("v", "x", schema_version=[1]), "unsupported_schema_version"),
+        "tombstone": (None, "null_value"),
+    }
+    topics = Topics(
+        new_topic("in", partitions=1, config=TOPIC_BIG),
+        new_topic("out"),
+        new_topic("dlq", config=TOPIC_BIG),
+    )
+    bad = [(k.encode(), v) for k, (v, _) in hostile.items()]
+    produce(kafka_bootstrap, topics.input, [*good[:20], *bad[:7]], BIG)
+    header_value = _doc("bad-header", "Shares rose as markets rallied")
+    _kcat(kafka_bootstrap, topics.input, b"bad-header", header_value, b"\xff\xfename=v")
+    produce(kafka_bootstrap, topics.input, [*good[20:40], *bad[7:], *good[40:]], BIG)
+    total = len(good) + len(bad) + 1
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    log_path = tmp_path / "consumer.log"
+    proc = start_consumer(
+        bbc_bundle,
+        kafka_bootstrap,
+        topics,
+        group,
+        log_path,
+        "--max-value-bytes", str(VALUE_CAP),
+        "--max-text-bytes", str(TEXT_CAP),
+        "--max-json-depth", str(DEPTH_CAP),
+        "--kafka", json.dumps(BIG),
+    )  # fmt: skip
+    expected_predicted = {a[0] for a in articles} | {k for k, (_, c) in hostile.items() if not c}
+    expected_dead = {k: c for k, (_, c) in hostile.items() if c} | {"bad-header": "unprocessable"}
+    collector = Collector(kafka_bootstrap, topics)
+    try:
+        done = collector.poll_until(
+            lambda c: (
+                len(c.predictions) >= len(expected_predicted)
+                and len(c.dead_letters) >= len(expected_dead)
+            ),
+            180,
+        )
+        assert done, log_path.read_text()[-3000:]
+        assert proc.poll() is None, "the consumer died on a hostile record"
+        assert wait_for_log(log_path, lambda e: e.get("event") == "batch_done", 10), (
+            "no batch committed"
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert wait_exit(proc, 60) == 0, log_path.read_text()[-3000:]
+    finally:
+        collector.close()
+
+    predicted = {p.key.decode() for p in collector.predictions if p.key is not None}
+    assert predicted == expected_predicted
+    letters = {d.key.decode(): d.value for d in collector.dead_letters if d.key is not None}
+    assert {k: v["error_code"] for k, v in letters.items()} == expected_dead
+    originals = {k: v for k, (v, _) in hostile.items()} | {"bad-header": header_value}
+    for key, letter in letters.items():
+        original = originals[key]
+        assert letter["reason"], key
+        assert letter["source"]["topic"] == topics.input
+        if original is None:
+            assert letter["value"] is None
+            continue
+        assert letter["value_size"] == len(original)
+        assert letter["value_sha256"] == hashlib.sha256(original).hexdigest()
+        if len(original) <= 512 * 1024:  # the default copy limit
+            assert letter["value"] is not None, key
+            assert EncodedBytes.model_validate(letter["value"]).to_bytes() == original, key
+        else:
+            assert letter["value"] is None, key
+    assert "UTF-8" in letters["bad-header"]["reason"]
+    assert "max_json_depth" in letters["deep"]["reason"]
+    assert "max_value_bytes" in letters["value-over-cap"]["reason"]
+
+    # Offsets advanced past every record, the hostile ones included.
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    try:
+        (committed,) = probe.committed([TopicPartition(topics.input, 0)], timeout=10)
+    finally:
+        probe.close()
+    assert committed.offset == total
+
+    events = log_events(log_path)
+    assert not [e for e in events if e.get("event") in ("consumer_failed", "thread_failed")]
+    assert "Traceback" not in log_path.read_text(encoding="utf-8", errors="replace")
+
+
+def test_a_fatal_error_is_one_json_line_and_exit_code_1(
+    kafka_bootstrap: str,
+    new_topic: TopicFactory,
+    bbc_bundle: Path,
+    tmp_path: Path,
+) -> None:
+    # A dead-letter topic that refuses every dead letter: the broker, not a record, fails.
+    topics = Topics(
+        new_topic("in", partitions=1),
+        new_topic("out"),
+        new_topic("dlq", config={"max.message.bytes": "200"}),
+    )
+    produce(kafka_bootstrap, topics.input, [(b"k", b"not json at all " * 20)])
+    log_path = tmp_path / "consumer.log"
+    proc = start_consumer(
+        bbc_bundle,
+        kafka_bootstrap,
+        topics,
+        f"g-{uuid.uuid4().hex[:8]}",
+        log_path,
+        "--flush-timeout-s", "10",
+    )  # fmt: skip
+    code = wait_exit(proc, 120)
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    assert code == 1, text[-3000:]  # not -6 (SIGABRT) nor a hang
+    failed = [e for e in log_events(log_path) if e.get("event") == "consumer_failed"]
+    assert len(failed) == 1, text[-3000:]
+    (event,) = failed
+    assert event["level"] == "error"
+    assert event["error_type"] == "DeliveryError"
+    assert event["batches"] == [[f"{topics.input}[0]@0-0"]]
+    assert "Traceback" in event["exception"]  # the traceback is inside the JSON line…
+    assert not [line for line in text.splitlines() if line.startswith("Traceback")]  # …only
