@@ -19,6 +19,7 @@ os.environ.setdefault(
     "TF_CPP_MIN_LOG_LEVEL", "2"
 )  # keep TensorFlow's C++ INFO lines out of the JSON logs
 
+import faulthandler
 import signal
 import sys
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_settings_error(exc), file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    faulthandler.enable()  # a native crash (SIGSEGV, SIGABRT…) still prints every thread's stack
     log = structlog.get_logger("consumer")
 
     from confluent_kafka import KafkaException

@@ -144,6 +144,21 @@ def record_from_bytes(data: bytes) -> RawRecord:
 #: Caps small enough for libFuzzer's inputs (4 KiB by default) to reach every refusal.
 FUZZ_LIMITS = RecordLimits(max_value_bytes=2_048, max_json_depth=16, max_text_bytes=1_024)
 
+#: libFuzzer dictionary: JSON and input-schema tokens the mutator splices in.
+DICTIONARY: tuple[bytes, ...] = (
+    b'"id"', b'"text"', b'"title"', b'"lang"', b'"metadata"', b'"schema_version"', b'"source"',
+    b"{", b"}", b"[", b"]", b":", b",", b'""', b"null", b"true", b"false", b"-0", b"1e999",
+    b"NaN", b"\\u0000", b"\\ud800", b"\\udc00", b"\\ud83d\\ude00", b'\\"', "口".encode(),
+    b"http://", b"@",
+)  # fmt: skip
+
+
+def dictionary_line(token: bytes) -> str:
+    """``token`` in libFuzzer's ``-dict`` syntax: quoted, other bytes as hex escapes."""
+    printable = (chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in token)
+    return '"' + "".join(printable) + '"\n'
+
+
 #: Seed inputs (``record_from_bytes`` layout): valid messages and near misses.
 SEEDS: tuple[bytes, ...] = (
     b'\x00{"id": "bbc-1", "text": "Shares rose as markets rallied", "title": "Markets"}',
@@ -185,6 +200,10 @@ def main(argv: list[str] | None = None) -> None:
         for i, seed in enumerate(SEEDS):
             (corpus / f"seed-{i}").write_bytes(seed)
         args.append(str(corpus))
+    if not any(a.startswith("-dict=") for a in args):
+        dictionary = Path(".fuzz-corpus.dict")
+        dictionary.write_text("".join(dictionary_line(token) for token in DICTIONARY))
+        args.insert(0, f"-dict={dictionary}")
     atheris.instrument_all()  # coverage feedback from every loaded Python function
     atheris.Setup([sys.argv[0], *args], run)
     atheris.Fuzz()  # libFuzzer exits the process and prints "Done N runs in S second(s)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +14,20 @@ from schemas import DeadLetter, EncodedBytes, Header, SourceCoordinates
 #: Default cap on the original value copied into a dead-letter record (bytes). Kafka's
 #: default ``max.message.bytes`` is 1 MiB and base64 inflates by 4/3, so 512 KiB fits.
 DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
+
+_PYERR_OCCURRED = ctypes.pythonapi.PyErr_Occurred
+_PYERR_OCCURRED.argtypes = []
+_PYERR_OCCURRED.restype = ctypes.c_void_p
+
+
+def _raise_pending_error() -> None:
+    """Raise the exception a C extension left pending, if any.
+
+    ``ctypes`` checks ``PyErr_Occurred()`` after every call into the Python C API and raises
+    what it finds; calling ``PyErr_Occurred`` itself is the cheapest such call (~0.06 µs).
+    """
+    _PYERR_OCCURRED()
+
 
 #: ``confluent_kafka.TIMESTAMP_NOT_AVAILABLE``
 _TIMESTAMP_NOT_AVAILABLE = 0
@@ -45,14 +60,20 @@ class RawRecord:
         """Copy a ``confluent_kafka.Message`` (one without ``error()``); never raises for its bytes.
 
         Headers are read exactly once: for a header name that is not UTF-8 (a non-Java producer
-        such as kcat can write one) confluent-kafka raises ``SystemError`` on the first
-        ``headers()`` call and returns a corrupt list — a segmentation fault when read — on
-        the next. Such a record keeps no headers and carries a ``defect`` instead.
+        such as kcat can write one) confluent-kafka's ``headers()`` returns a list holding a
+        NULL entry *with the decoding error still pending*. Reading that entry is a
+        segmentation fault, and the pending error surfaces in whatever C call next checks for
+        one — once CPython's specialising interpreter has warmed up, that can be far outside
+        any ``try`` here (it crash-looped the consumer). :func:`_raise_pending_error` raises it
+        deterministically right after the call. Such a record keeps no headers and carries a
+        ``defect`` instead.
         """
         ts_type, ts = message.timestamp()
         defect = None
         try:
-            headers = tuple(message.headers() or ())
+            raw_headers = message.headers()
+            _raise_pending_error()
+            headers = tuple(raw_headers or ())
         except Exception as exc:  # see docstring: never call headers() again on this message
             headers = ()
             defect = (

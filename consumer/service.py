@@ -293,6 +293,8 @@ class ClassifierService:
             first.setdefault(tp, r.offset)
             following[tp] = r.offset + 1
         batch = Batch(records, self.classifier, time.perf_counter(), first, following, previous)
+        # With --log-level DEBUG the last of these before a native crash names its records.
+        self._log.debug("batch_started", size=len(records), offsets=_offset_ranges(batch))
         self._inflight.append(batch)
         self.health.batch_started = self._inflight[0].started
         threading.Thread(target=self._work, args=(batch,), name="batch", daemon=True).start()
