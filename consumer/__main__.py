@@ -34,15 +34,7 @@ from consumer.app import build_service
 from consumer.clients import StartupError, ensure_topics
 from consumer.logs import configure_logging
 from consumer.metrics import HealthState, Metrics, serve_http
-from consumer.settings import Settings
-
-
-def _settings_error(error: ValidationError) -> str:
-    lines = ["invalid settings (flag --NAME or environment variable CLASSIFIER_NAME):"]
-    for e in error.errors():
-        name = ".".join(str(p) for p in e["loc"]) or "settings"
-        lines.append(f"  {name}: {e['msg']}")
-    return "\n".join(lines)
+from consumer.settings import Settings, settings_error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = CliApp.run(Settings, cli_args=list(argv) if argv is not None else sys.argv[1:])
     except ValidationError as exc:
-        print(_settings_error(exc), file=sys.stderr)
+        print(settings_error(exc), file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     faulthandler.enable()  # a native crash (SIGSEGV, SIGABRT…) still prints every thread's stack

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.parsing import (
@@ -243,3 +243,12 @@ class Settings(BaseSettings):
                 f"python -m training.fit --dataset bbc --output {value}"
             )
         return value
+
+
+def settings_error(error: ValidationError) -> str:
+    """The settings errors as lines naming each flag or environment variable."""
+    lines = ["invalid settings (flag --NAME or environment variable CLASSIFIER_NAME):"]
+    for e in error.errors():
+        name = ".".join(str(p) for p in e["loc"]) or "settings"
+        lines.append(f"  {name}: {e['msg']}")
+    return "\n".join(lines)

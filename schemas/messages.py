@@ -137,6 +137,9 @@ class ErrorCode(StrEnum):
     #: Any other failure while reading, validating or tokenising one record;
     #: ``reason`` names the exception type and its message.
     UNPROCESSABLE = "unprocessable"
+    #: Dead-lettered by hand (``python -m consumer.skip``), e.g. a record that crashes the
+    #: process natively; ``reason`` is the operator's.
+    SKIPPED_BY_OPERATOR = "skipped_by_operator"
 
 
 class EncodedBytes(BaseModel):

@@ -35,6 +35,10 @@ BAD: list[tuple[bytes, bytes | None]] = [
 ]
 
 
+#: Messages produced before the first consumer starts; the rest follow its SIGKILL.
+MID_STREAM = 300
+
+
 def _messages(articles: list[tuple[str, str, str]]) -> list[tuple[bytes, bytes | None]]:
     """Articles keyed by 25 'tickets' (several messages per key, to check per-key order)."""
     keyed = [
@@ -51,10 +55,15 @@ def _kill_mid_stream_then_resume(
     log_path: Path,
     collector: Collector,
     n_valid: int,
+    later: list[tuple[bytes, bytes | None]],
     extra: tuple[str, ...] = (),
 ) -> int:
-    """SIGKILL the consumer after its first predictions, restart it, wait for all. Returns
-    how many predictions the killed run had made visible."""
+    """SIGKILL the consumer after its first predictions, produce ``later``, restart it, wait
+    for all. Returns how many predictions the killed run had made visible.
+
+    ``later`` is produced only after the kill, so the kill always comes mid-stream however
+    fast the first consumer drains what was there (a race the collector's polling lost).
+    """
     group = f"g-{uuid.uuid4().hex[:8]}"
     first = start_consumer(
         bundle, bootstrap, topics, group, log_path, "--max-batch-size", "16", *extra
@@ -67,6 +76,7 @@ def _kill_mid_stream_then_resume(
     collector.poll_until(lambda c: False, 2)
     before_restart = len({p.value["id"] for p in collector.predictions})
     assert before_restart < n_valid, "the kill must come mid-stream"
+    produce(bootstrap, topics.input, later)
 
     second = start_consumer(
         bundle, bootstrap, topics, group, log_path, "--max-batch-size", "64", *extra
@@ -90,11 +100,18 @@ def test_at_least_once_survives_sigkill(
 ) -> None:
     articles = held_out_articles(bbc_bundle, bbc_csv)
     topics = Topics(new_topic("in"), new_topic("out"), new_topic("dlq"))
-    produce(kafka_bootstrap, topics.input, _messages(articles))
+    messages = _messages(articles)
+    produce(kafka_bootstrap, topics.input, messages[:MID_STREAM])
     collector = Collector(kafka_bootstrap, topics)
     try:
         _kill_mid_stream_then_resume(
-            kafka_bootstrap, topics, bbc_bundle, tmp_path / "c.log", collector, len(articles)
+            kafka_bootstrap,
+            topics,
+            bbc_bundle,
+            tmp_path / "c.log",
+            collector,
+            len(articles),
+            messages[MID_STREAM:],
         )
     finally:
         collector.close()
@@ -111,12 +128,20 @@ def test_exactly_once_survives_sigkill(
 ) -> None:
     articles = held_out_articles(bbc_bundle, bbc_csv)
     topics = Topics(new_topic("in"), new_topic("out"), new_topic("dlq"))
-    produce(kafka_bootstrap, topics.input, _messages(articles))
+    messages = _messages(articles)
+    produce(kafka_bootstrap, topics.input, messages[:MID_STREAM])
     collector = Collector(kafka_bootstrap, topics, read_committed=True)
     txn = ("--exactly-once", "--transactional-id", f"txn-{uuid.uuid4().hex[:8]}")
     try:
         _kill_mid_stream_then_resume(
-            kafka_bootstrap, topics, bbc_bundle, tmp_path / "c.log", collector, len(articles), txn
+            kafka_bootstrap,
+            topics,
+            bbc_bundle,
+            tmp_path / "c.log",
+            collector,
+            len(articles),
+            messages[MID_STREAM:],
+            txn,
         )
     finally:
         collector.close()

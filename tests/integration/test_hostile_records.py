@@ -17,6 +17,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from confluent_kafka import Consumer, TopicPartition
 from schemas import EncodedBytes
 from tests.integration.conftest import TopicFactory
 from tests.integration.streaming import (
+    REPO_ROOT,
     Collector,
     Topics,
     held_out_articles,
@@ -218,3 +220,60 @@ def test_a_fatal_error_is_one_json_line_and_exit_code_1(
     assert event["batches"] == [[f"{topics.input}[0]@0-0"]]
     assert "Traceback" in event["exception"]  # the traceback is inside the JSON line…
     assert not [line for line in text.splitlines() if line.startswith("Traceback")]  # …only
+
+
+def _skip(bootstrap: str, topics: Topics, bundle: Path, group: str, offset: int, *args: str) -> int:
+    """Run ``python -m consumer.skip`` on ``topics.input[0]@offset``; returns its exit code."""
+    cmd = [
+        sys.executable, "-m", "consumer.skip",
+        "--bundle", str(bundle), "--bootstrap-servers", bootstrap,
+        "--input-topic", topics.input, "--output-topic", topics.output,
+        "--dead-letter-topic", topics.dead_letter, "--group-id", group,
+        "--partition", "0", "--offset", str(offset), *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, cwd=REPO_ROOT, timeout=120, check=False).returncode
+
+
+def test_an_operator_skips_a_record_to_the_dead_letter_topic_without_losing_others(
+    kafka_bootstrap: str,
+    new_topic: TopicFactory,
+    bbc_bundle: Path,
+    tmp_path: Path,
+) -> None:
+    # Stands in for a record that crashes the process natively: nothing the guard can catch.
+    topics = Topics(new_topic("in", partitions=1), new_topic("out"), new_topic("dlq"))
+    values = [_doc(f"a{i}", "Shares rose as markets rallied") for i in range(3)]
+    produce(kafka_bootstrap, topics.input, [(b"a0", values[0]), (b"crash", values[1])])
+    produce(kafka_bootstrap, topics.input, [(b"a2", values[2])])
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    # Only the group's next record may be skipped: offset 1 would silently skip offset 0.
+    assert _skip(kafka_bootstrap, topics, bbc_bundle, group, 1) == 2
+    # Commit offset 1 as the crash-looping service would have (it processed offset 0).
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    probe.commit(offsets=[TopicPartition(topics.input, 0, 1)], asynchronous=False)
+    probe.close()
+    reason = "segfault in the tokeniser (TICKET-1)"
+    assert _skip(kafka_bootstrap, topics, bbc_bundle, group, 1, "--reason", reason) == 0
+
+    log_path = tmp_path / "consumer.log"
+    proc = start_consumer(bbc_bundle, kafka_bootstrap, topics, group, log_path)
+    collector = Collector(kafka_bootstrap, topics)
+    try:
+        assert collector.poll_until(
+            lambda c: len(c.predictions) >= 1 and len(c.dead_letters) >= 1, 120
+        ), log_path.read_text()[-3000:]
+        # A live group refuses the command: it would race the service for the offset.
+        assert _skip(kafka_bootstrap, topics, bbc_bundle, group, 3) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert wait_exit(proc, 60) == 0
+        collector.poll_until(lambda c: False, 3)  # anything else that was produced
+    finally:
+        collector.close()
+    assert [p.key for p in collector.predictions] == [b"a2"]  # offset 0 was the group's past
+    (letter,) = collector.dead_letters
+    assert letter.key == b"crash"
+    assert letter.value["error_code"] == "skipped_by_operator"
+    assert letter.value["reason"] == "segfault in the tokeniser (TICKET-1)"
+    assert letter.value["source"]["offset"] == 1
+    assert EncodedBytes.model_validate(letter.value["value"]).to_bytes() == values[1]
