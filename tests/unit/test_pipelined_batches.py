@@ -212,3 +212,56 @@ def test_non_finite_output_is_dead_lettered_and_rounding_above_one_is_clipped(
     assert "non-finite" in letter["reason"]
     assert letter["source"]["offset"] == 1
     assert service.counters.by_error == {"inference_failed": 1}
+
+
+class _SizeLimitedDelivery(_Delivery):
+    """Refuses records over ``limit`` bytes the way the producer does (``MSG_SIZE_TOO_LARGE``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(abort_commit=0)
+        self.limit = limit
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if len(value) + len(key or b"") > self.limit:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        super().produce(topic, key, value)
+
+
+def test_an_output_the_producer_refuses_as_too_large_is_dead_lettered_not_fatal(
+    tmp_path: Path,
+) -> None:
+    delivery = _SizeLimitedDelivery(limit=3000)
+    values = [
+        json.dumps({"id": "m0", "text": "fine"}).encode(),
+        json.dumps({"id": "x" * 4000, "text": "fine"}).encode(),  # prediction too large
+        b"not json " * 500,  # its dead letter (value copied) too large
+        json.dumps({"id": "m3", "text": "fine"}).encode(),
+    ]
+    consumer = _Consumer(values)
+    settings = Settings(bundle=tmp_path, max_batch_size=10, max_wait_ms=1)
+    service = ClassifierService(
+        settings, _Classifier(), consumer, _Producer(), delivery=delivery, watcher=None
+    )
+
+    def stop_when_done() -> None:
+        deadline = time.monotonic() + 30
+        while service.counters.consumed < len(values) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        service.request_stop()
+
+    threading.Thread(target=stop_when_done, daemon=True).start()
+    assert service.run() == 0
+
+    assert delivery.delivered == ["m0", "m3"]
+    by_offset = {d["source"]["offset"]: d for d in delivery.dead_letters}
+    assert sorted(by_offset) == [1, 2]
+    assert by_offset[1]["error_code"] == "unprocessable"
+    assert "prediction not produced" in by_offset[1]["reason"]
+    assert by_offset[2]["error_code"] == "invalid_json"
+    for letter in by_offset.values():  # minimal letters: identified, nothing copied
+        assert letter["value"] is None
+        assert letter["value_sha256"]
+        assert "not copied" in letter["reason"]
+    assert delivery.committed_offsets[-1] == len(values)
