@@ -168,6 +168,8 @@ SEEDS: tuple[bytes, ...] = (
     b'\x00{"id": "a", "text": "x", "schema_version": 1, "source": "s"}',
     b'\x00{"id": "a", "text": "\\ud83d\\ude00 \\u00e9 http://x.y/z a@b.cd 2004 -- x"}',
     b"\x02",
+    b'\x00{"id": "long", "text": "' + b"word " * 300 + b'"}',  # over FUZZ_LIMITS' text cap
+    b'\x00{"id": "huge", "text": "' + b"word " * 420 + b'"}',  # over FUZZ_LIMITS' value cap
 )
 
 

@@ -54,16 +54,18 @@ def _kill_mid_stream_then_resume(
     bundle: Path,
     log_path: Path,
     collector: Collector,
-    n_valid: int,
-    later: list[tuple[bytes, bytes | None]],
+    articles: list[tuple[str, str, str]],
     extra: tuple[str, ...] = (),
 ) -> int:
-    """SIGKILL the consumer after its first predictions, produce ``later``, restart it, wait
-    for all. Returns how many predictions the killed run had made visible.
+    """Produce the first :data:`MID_STREAM` of the articles' messages, SIGKILL the consumer after its first
+    predictions, produce the rest, restart it, wait for all. Returns how many predictions
+    the killed run had made visible.
 
-    ``later`` is produced only after the kill, so the kill always comes mid-stream however
+    The rest is produced only after the kill, so the kill always comes mid-stream however
     fast the first consumer drains what was there (a race the collector's polling lost).
     """
+    messages, n_valid = _messages(articles), len(articles)
+    produce(bootstrap, topics.input, messages[:MID_STREAM])
     group = f"g-{uuid.uuid4().hex[:8]}"
     first = start_consumer(
         bundle, bootstrap, topics, group, log_path, "--max-batch-size", "16", *extra
@@ -76,7 +78,7 @@ def _kill_mid_stream_then_resume(
     collector.poll_until(lambda c: False, 2)
     before_restart = len({p.value["id"] for p in collector.predictions})
     assert before_restart < n_valid, "the kill must come mid-stream"
-    produce(bootstrap, topics.input, later)
+    produce(bootstrap, topics.input, messages[MID_STREAM:])
 
     second = start_consumer(
         bundle, bootstrap, topics, group, log_path, "--max-batch-size", "64", *extra
@@ -100,18 +102,10 @@ def test_at_least_once_survives_sigkill(
 ) -> None:
     articles = held_out_articles(bbc_bundle, bbc_csv)
     topics = Topics(new_topic("in"), new_topic("out"), new_topic("dlq"))
-    messages = _messages(articles)
-    produce(kafka_bootstrap, topics.input, messages[:MID_STREAM])
     collector = Collector(kafka_bootstrap, topics)
     try:
         _kill_mid_stream_then_resume(
-            kafka_bootstrap,
-            topics,
-            bbc_bundle,
-            tmp_path / "c.log",
-            collector,
-            len(articles),
-            messages[MID_STREAM:],
+            kafka_bootstrap, topics, bbc_bundle, tmp_path / "c.log", collector, articles
         )
     finally:
         collector.close()
@@ -128,20 +122,11 @@ def test_exactly_once_survives_sigkill(
 ) -> None:
     articles = held_out_articles(bbc_bundle, bbc_csv)
     topics = Topics(new_topic("in"), new_topic("out"), new_topic("dlq"))
-    messages = _messages(articles)
-    produce(kafka_bootstrap, topics.input, messages[:MID_STREAM])
     collector = Collector(kafka_bootstrap, topics, read_committed=True)
     txn = ("--exactly-once", "--transactional-id", f"txn-{uuid.uuid4().hex[:8]}")
     try:
         _kill_mid_stream_then_resume(
-            kafka_bootstrap,
-            topics,
-            bbc_bundle,
-            tmp_path / "c.log",
-            collector,
-            len(articles),
-            messages[MID_STREAM:],
-            txn,
+            kafka_bootstrap, topics, bbc_bundle, tmp_path / "c.log", collector, articles, txn
         )
     finally:
         collector.close()

@@ -159,6 +159,13 @@ def _serve(
 ) -> tuple[ClassifierService, _Consumer]:
     """Run the service over ``texts`` (ids ``m0``…) until ``delivery`` has them all."""
     values = [json.dumps({"id": f"m{i}", "text": t}).encode() for i, t in enumerate(texts)]
+    return _serve_values(tmp_path, values, delivery, in_flight)
+
+
+def _serve_values(
+    tmp_path: Path, values: list[bytes], delivery: _Delivery, in_flight: int = 2
+) -> tuple[ClassifierService, _Consumer]:
+    """Run the service over raw record ``values`` until it has consumed them all."""
     consumer = _Consumer(values)
     settings = Settings(
         bundle=tmp_path, max_batch_size=10, max_wait_ms=1, max_batches_in_flight=in_flight
@@ -169,7 +176,7 @@ def _serve(
 
     def stop_when_done() -> None:
         deadline = time.monotonic() + 30
-        while service.counters.consumed < len(texts) and time.monotonic() < deadline:
+        while service.counters.consumed < len(values) and time.monotonic() < deadline:
             time.sleep(0.01)
         service.request_stop()
 
@@ -239,20 +246,7 @@ def test_an_output_the_producer_refuses_as_too_large_is_dead_lettered_not_fatal(
         b"not json " * 500,  # its dead letter (value copied) too large
         json.dumps({"id": "m3", "text": "fine"}).encode(),
     ]
-    consumer = _Consumer(values)
-    settings = Settings(bundle=tmp_path, max_batch_size=10, max_wait_ms=1)
-    service = ClassifierService(
-        settings, _Classifier(), consumer, _Producer(), delivery=delivery, watcher=None
-    )
-
-    def stop_when_done() -> None:
-        deadline = time.monotonic() + 30
-        while service.counters.consumed < len(values) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        service.request_stop()
-
-    threading.Thread(target=stop_when_done, daemon=True).start()
-    assert service.run() == 0
+    _serve_values(tmp_path, values, delivery)
 
     assert delivery.delivered == ["m0", "m3"]
     by_offset = {d["source"]["offset"]: d for d in delivery.dead_letters}

@@ -141,6 +141,15 @@ def test_fuzz_seeds_reach_both_outcomes(seed: bytes) -> None:
     assert kind == ("dead_letter" if record.value is None else "prediction")
 
 
+def test_fuzz_seeds_reach_every_cap() -> None:
+    codes = set()
+    for seed in SEEDS:
+        _, _, rejection = outcome_of(record_from_bytes(seed), FUZZ_LIMITS, tokenisers()["en"])
+        codes.add(None if rejection is None else rejection.code)
+    caps = {ErrorCode.NULL_VALUE, ErrorCode.TEXT_TOO_LARGE, ErrorCode.VALUE_TOO_LARGE}
+    assert {None, *caps} <= codes
+
+
 @pytest.mark.parametrize(
     ("value", "code"),
     [
