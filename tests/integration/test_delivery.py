@@ -57,9 +57,9 @@ def _kill_mid_stream_then_resume(
     articles: list[tuple[str, str, str]],
     extra: tuple[str, ...] = (),
 ) -> int:
-    """Produce the first :data:`MID_STREAM` of the articles' messages, SIGKILL the consumer after its first
-    predictions, produce the rest, restart it, wait for all. Returns how many predictions
-    the killed run had made visible.
+    """Produce the first :data:`MID_STREAM` of the articles' messages, SIGKILL the consumer
+    after its first predictions, produce the rest, restart it, wait for all. Returns how
+    many predictions the killed run had made visible.
 
     The rest is produced only after the kill, so the kill always comes mid-stream however
     fast the first consumer drains what was there (a race the collector's polling lost).
