@@ -607,12 +607,12 @@ class ClassifierService:
         it; a record over it (a huge key or headers) is the record's failure, not the
         producer's. Every other error propagates and stops the batch.
         """
-        from confluent_kafka import KafkaError, KafkaException
-
         try:
             self._delivery.produce(topic, key, value)
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
+        except Exception as exc:
+            from confluent_kafka import KafkaError, KafkaException  # only on the rare error path
+
+            error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
             if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 return f"{error.str()} ({len(value) + len(key or b'')} bytes)"
             raise
