@@ -96,7 +96,8 @@ class ModelWatcher:
 
     @staticmethod
     def _smoke_test(bundle: Any) -> None:
-        probabilities = np.asarray(bundle.predict_proba([SMOKE_TEXT]))
+        # The service's own path: one record's tokenisation, then the model on its ids.
+        probabilities = np.asarray(bundle.predict_token_ids([bundle.token_ids(SMOKE_TEXT)]))
         if probabilities.shape != (1, len(bundle.labels)):
             raise BundleError(f"smoke prediction has shape {probabilities.shape}")
         if not np.all(np.isfinite(probabilities)) or abs(float(probabilities.sum()) - 1) > 1e-3:
