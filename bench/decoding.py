@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consumer.parsing import DEFAULT_MAX_TEXT_BYTES, parse_input
-from schemas import InputMessage
+from consumer.parsing import parse_input
+from schemas import DEFAULT_MAX_TEXT_BYTES, InputMessage
 
 
 def stdlib_parse(value: bytes) -> InputMessage:

@@ -7,9 +7,9 @@ from typing import Any
 from consumer.clients import consumer_config, producer_config
 from consumer.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from consumer.metrics import HealthState, Metrics
-from consumer.reload import ModelWatcher
 from consumer.service import Classifier, ClassifierService
 from consumer.settings import Settings
+from model.reload import ModelWatcher
 
 
 def build_service(

@@ -19,10 +19,8 @@ import orjson
 from pydantic import ValidationError
 
 from consumer.isolation import InvalidRecordError
-from schemas import SUPPORTED_SCHEMA_VERSIONS, ErrorCode, InputMessage
+from schemas import DEFAULT_MAX_TEXT_BYTES, SUPPORTED_SCHEMA_VERSIONS, ErrorCode, InputMessage
 
-#: Default cap on ``title + text`` in UTF-8 bytes (a long news article is ~20 KB).
-DEFAULT_MAX_TEXT_BYTES = 100_000
 #: Default cap on a whole record value in bytes: Kafka's default ``max.message.bytes``
 #: (1 MiB), which also fits a text at ``DEFAULT_MAX_TEXT_BYTES`` JSON-escaped several times.
 DEFAULT_MAX_VALUE_BYTES = 1_048_576

@@ -34,7 +34,6 @@ from consumer.delivery import AtLeastOnce, BatchAbortedError, Delivery, Delivery
 from consumer.isolation import Rejection, describe_exception
 from consumer.metrics import HealthState, Metrics
 from consumer.records import RawRecord
-from consumer.reload import ModelWatcher
 from consumer.settings import Settings
 from consumer.steps import (
     Accepted,
@@ -44,6 +43,7 @@ from consumer.steps import (
     render_dead_letter,
     render_prediction,
 )
+from model.reload import ModelWatcher
 from schemas import ErrorCode
 
 TopicPartitionKey = tuple[str, int]

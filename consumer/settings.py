@@ -15,12 +15,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.parsing import (
     DEFAULT_MAX_JSON_DEPTH,
-    DEFAULT_MAX_TEXT_BYTES,
     DEFAULT_MAX_VALUE_BYTES,
     ORJSON_MAX_DEPTH,
     RecordLimits,
 )
 from consumer.records import DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES
+from schemas import DEFAULT_MAX_TEXT_BYTES
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 

@@ -1,7 +1,9 @@
 """Wire formats (pydantic models) of the input, prediction and dead-letter topics."""
 
 from schemas.messages import (
+    DEFAULT_MAX_TEXT_BYTES,
     SUPPORTED_SCHEMA_VERSIONS,
+    Classification,
     ClassProbability,
     DeadLetter,
     EncodedBytes,
@@ -13,8 +15,10 @@ from schemas.messages import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_TEXT_BYTES",
     "SUPPORTED_SCHEMA_VERSIONS",
     "ClassProbability",
+    "Classification",
     "DeadLetter",
     "EncodedBytes",
     "ErrorCode",

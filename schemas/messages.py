@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 NonBlankStr = Annotated[str, StringConstraints(min_length=1)]
 
+#: Default cap on ``title + text`` in UTF-8 bytes (a long news article is ~20 KB); the
+#: consumer and the HTTP API refuse larger documents.
+DEFAULT_MAX_TEXT_BYTES = 100_000
+
 #: Input ``schema_version`` values this code understands.
 SUPPORTED_SCHEMA_VERSIONS: frozenset[int] = frozenset({1})
 
@@ -84,8 +88,42 @@ class ClassProbability(BaseModel):
     probability: float = Field(ge=0.0, le=1.0)
 
 
-class Prediction(BaseModel):
+class Classification(BaseModel):
+    """One text's classification: what every front end answers (the HTTP API's response).
+
+    Example::
+
+        {"id": "q-7", "label": "business", "confidence": 0.97,
+         "top_k": [{"label": "business", "probability": 0.97},
+                   {"label": "politics", "probability": 0.02}],
+         "model_version": "20261121T193000Z-3f2a9c1d",
+         "produced_at": "2026-11-21T19:31:02.161000Z", "latency_ms": 4.2,
+         "low_confidence": false}
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    label: str = Field(description="Most probable class (equals top_k[0].label).")
+    confidence: float = Field(ge=0.0, le=1.0, description="Probability of ``label``.")
+    top_k: list[ClassProbability] = Field(description="Most probable classes, highest first.")
+    model_version: str = Field(description="Version id of the artifact bundle that predicted.")
+    produced_at: datetime = Field(description="When the classification was made (UTC).")
+    latency_ms: float = Field(
+        ge=0.0, description="Processing latency: input received → classification made (ms)."
+    )
+    low_confidence: bool = Field(
+        default=False,
+        description="True when confidence is below the service's threshold; the consumer "
+        "also publishes such predictions to the review topic when one is configured.",
+    )
+
+
+class Prediction(Classification):
     """One prediction (value of a message on the output topic), keyed like its input.
+
+    A :class:`Classification` plus the input record's Kafka coordinates and timestamp;
+    ``latency_ms`` runs from the micro-batch's arrival at the consumer.
 
     Example::
 
@@ -99,25 +137,9 @@ class Prediction(BaseModel):
          "latency_ms": 41.7}
     """
 
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    label: str = Field(description="Most probable class (equals top_k[0].label).")
-    confidence: float = Field(ge=0.0, le=1.0, description="Probability of ``label``.")
-    top_k: list[ClassProbability] = Field(description="Most probable classes, highest first.")
-    model_version: str = Field(description="Version id of the artifact bundle that predicted.")
     source: SourceCoordinates
     input_timestamp: datetime | None = Field(
         description="Kafka timestamp of the input message (UTC); null if the broker gave none."
-    )
-    produced_at: datetime = Field(description="When the prediction was handed to the producer.")
-    latency_ms: float = Field(
-        ge=0.0, description="Processing latency: message received by the consumer → prediction."
-    )
-    low_confidence: bool = Field(
-        default=False,
-        description="True when confidence is below the service's threshold; such predictions "
-        "are also published to the review topic when one is configured.",
     )
 
 

@@ -1,7 +1,7 @@
-"""Model hot reload off the hot path.
+"""Model hot reload off the hot path (shared by the Kafka consumer and the HTTP API).
 
 Watches a model directory's ``current`` pointer, loads new versions in a background thread
-and hands them to the service loop, which swaps them in between micro-batches.
+and hands them to the serving loop, which swaps them in between micro-batches.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class ModelWatcher:
         self._pending: Any = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._log = structlog.get_logger("consumer")
+        self._log = structlog.get_logger("model")
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
 
     @staticmethod
