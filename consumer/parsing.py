@@ -19,7 +19,13 @@ import orjson
 from pydantic import ValidationError
 
 from consumer.isolation import InvalidRecordError
-from schemas import DEFAULT_MAX_TEXT_BYTES, SUPPORTED_SCHEMA_VERSIONS, ErrorCode, InputMessage
+from schemas import (
+    DEFAULT_MAX_TEXT_BYTES,
+    SUPPORTED_SCHEMA_VERSIONS,
+    ErrorCode,
+    InputMessage,
+    error_lines,
+)
 
 #: Default cap on a whole record value in bytes: Kafka's default ``max.message.bytes``
 #: (1 MiB), which also fits a text at ``DEFAULT_MAX_TEXT_BYTES`` JSON-escaped several times.
@@ -89,7 +95,7 @@ def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> I
     try:
         message = InputMessage.model_validate(obj)
     except ValidationError as exc:
-        raise InvalidRecordError(ErrorCode.SCHEMA_VIOLATION, _describe(exc)) from None
+        raise InvalidRecordError(ErrorCode.SCHEMA_VIOLATION, "; ".join(error_lines(exc))) from None
     size = len(message.document.encode("utf-8"))
     if size > limits.max_text_bytes:
         raise InvalidRecordError(
@@ -147,11 +153,3 @@ def _loads(value: bytes) -> Any:
             ErrorCode.NOT_UTF8, f"value is not valid UTF-8 (byte {exc.start}: {exc.reason})"
         ) from None
     raise InvalidRecordError(ErrorCode.INVALID_JSON, f"value is not valid JSON: {json_error}")
-
-
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for e in error.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "value"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)

@@ -20,7 +20,7 @@ from consumer.parsing import (
     RecordLimits,
 )
 from consumer.records import DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES
-from schemas import DEFAULT_MAX_TEXT_BYTES
+from schemas import DEFAULT_MAX_TEXT_BYTES, error_lines
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -247,8 +247,5 @@ class Settings(BaseSettings):
 
 def settings_error(error: ValidationError) -> str:
     """The settings errors as lines naming each flag or environment variable."""
-    lines = ["invalid settings (flag --NAME or environment variable CLASSIFIER_NAME):"]
-    for e in error.errors():
-        name = ".".join(str(p) for p in e["loc"]) or "settings"
-        lines.append(f"  {name}: {e['msg']}")
-    return "\n".join(lines)
+    header = "invalid settings (flag --NAME or environment variable CLASSIFIER_NAME):"
+    return "\n".join([header, *(f"  {line}" for line in error_lines(error, "settings"))])

@@ -1,5 +1,6 @@
 """Wire formats (pydantic models) of the input, prediction and dead-letter topics."""
 
+from schemas.errors import error_lines
 from schemas.messages import (
     DEFAULT_MAX_TEXT_BYTES,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -26,4 +27,5 @@ __all__ = [
     "InputMessage",
     "Prediction",
     "SourceCoordinates",
+    "error_lines",
 ]

@@ -1,0 +1,1 @@
+"""The HTTP front end: ``python -m api`` classifies texts over HTTP with the consumer's bundles."""

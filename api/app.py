@@ -1,0 +1,304 @@
+"""The FastAPI application: ``/v1/classify``, ``/v1/model``, health and metrics.
+
+Built by :func:`create_app` around one loaded bundle. Requests are validated against the
+stream's input schema (:class:`schemas.InputMessage`) and answered in the stream's prediction
+format without Kafka coordinates (:class:`schemas.Classification`), with the same label,
+confidence, top-k and model version the consumer publishes for the same text. Bad input
+gets a 4xx that says what is wrong: 413 (body, text or list too large), 415 (not JSON), 422
+(schema, or a text that cannot be tokenised), 401 (API key); never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.batching import MicroBatcher
+from api.metrics import ApiMetrics
+from api.settings import API_KEY_HEADER, ApiSettings
+from model import Bundle
+from model.reload import ModelWatcher
+from schemas import Classification, ClassProbability, InputMessage
+
+NextHandler = Callable[[Request], Awaitable[Response]]
+ClassifyBody = Annotated[
+    InputMessage | list[InputMessage],
+    Body(description="One input message, or a list of them (the stream's input schema)."),
+]
+
+
+class ModelInfo(BaseModel):
+    """What ``GET /v1/model`` answers."""
+
+    version: str
+    created_at: datetime
+    labels: list[str]
+    preprocessing: dict[str, Any] = Field(description="Text and sequence settings.")
+    network: dict[str, Any]
+    held_out: dict[str, float | int | None] = Field(
+        description="Accuracy, macro-F1 and test size from the bundle's metrics.json."
+    )
+
+
+class _BodyLimit:
+    """Refuses request bodies over ``limit`` bytes with 413, before the app reads them.
+
+    Checks ``Content-Length`` and counts chunked bodies as they arrive (at most ``limit``
+    bytes are ever buffered).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        chunks: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunks.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps(
+            {"detail": f"request body is larger than {self.limit} bytes (max_body_bytes)"}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    settings: ApiSettings,
+    bundle: Bundle,
+    watcher: ModelWatcher | None = None,
+    metrics: ApiMetrics | None = None,
+) -> FastAPI:
+    """The API around ``bundle`` (hot-reloaded through ``watcher`` when given).
+
+    Raises:
+        ValueError: the API key file is empty.
+    """
+    metrics = metrics or ApiMetrics()
+    api_key = settings.resolved_api_key()
+    batcher = MicroBatcher(
+        bundle,
+        settings.max_batch_size,
+        settings.max_wait_ms,
+        on_batch=metrics.batch_size.observe,
+        take_new_bundle=_reloads(watcher, metrics),
+    )
+    metrics.model.info({"version": bundle.version})
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        if watcher is not None:
+            watcher.start()
+        yield
+        if watcher is not None:
+            watcher.stop()
+        await batcher.stop()
+
+    app = FastAPI(
+        title="stream-text-classifier",
+        summary="Classify texts with the stream's LSTM bundles.",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI would load from a CDN; /openapi.json is served
+        redoc_url=None,
+    )
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+
+    def require_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get(API_KEY_HEADER, "")
+        if not secrets.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
+
+    def require_json(request: Request) -> None:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise HTTPException(415, f"send application/json, not {kind or 'no content type'}")
+
+    @app.post(
+        "/v1/classify",
+        response_model=Classification | list[Classification],
+        dependencies=[Depends(require_key), Depends(require_json)],
+        responses={
+            413: {"description": "body, a text or the list too large"},
+            415: {"description": "not application/json"},
+            422: {"description": "not the input schema, or a text that cannot be tokenised"},
+        },
+    )
+    async def classify(payload: ClassifyBody) -> Classification | list[Classification]:
+        """Classify one input message or a list of them."""
+        received = time.perf_counter()
+        messages = payload if isinstance(payload, list) else [payload]
+        if len(messages) > settings.max_texts_per_request:
+            raise HTTPException(
+                413,
+                f"{len(messages)} inputs; the limit is {settings.max_texts_per_request} "
+                "(max_texts_per_request)",
+            )
+        documents = [m.document for m in messages]
+        for i, document in enumerate(documents):
+            size = len(document.encode("utf-8", "surrogatepass"))
+            if size > settings.max_text_bytes:
+                raise HTTPException(
+                    413,
+                    f"input {i}: title + text is {size} bytes in UTF-8; the limit is "
+                    f"{settings.max_text_bytes} (max_text_bytes)",
+                )
+        try:
+            used, rows = await batcher.classify(documents)
+        except Exception as exc:
+            raise HTTPException(503, "the model failed on this request; try again") from exc
+        failed = [f"input {i}: {r}" for i, r in enumerate(rows) if isinstance(r, Exception)]
+        if failed:
+            raise HTTPException(422, f"cannot be tokenised: {'; '.join(failed)}")
+        answers = [
+            _classification(used, m, r, settings, received)
+            for m, r in zip(messages, rows, strict=True)
+            if not isinstance(r, Exception)
+        ]
+        return answers if isinstance(payload, list) else answers[0]
+
+    @app.get("/v1/model", response_model=ModelInfo, dependencies=[Depends(require_key)])
+    async def model_info() -> ModelInfo:
+        """The bundle being served: version, labels, preprocessing, held-out scores."""
+        served = batcher.bundle
+        manifest = served.manifest
+        scores = _held_out(served)
+        return ModelInfo(
+            version=manifest.version,
+            created_at=manifest.created_at,
+            labels=manifest.labels,
+            preprocessing={
+                "text": manifest.text.model_dump(),
+                "sequence": manifest.sequence.model_dump(),
+                "num_words": manifest.num_words,
+            },
+            network=manifest.network.model_dump(),
+            held_out=scores,
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        ok = batcher.running
+        return JSONResponse({"status": "ok" if ok else "batching loop stopped"}, 200 if ok else 503)
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ok = batcher.running
+        body = {"status": "ok" if ok else "not ready", "model_version": batcher.bundle.version}
+        return JSONResponse(body, 200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def schema_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        lines = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": lines[:20]}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:  # no stack traces
+        return JSONResponse({"detail": "internal error"}, 500)
+
+    @app.middleware("http")
+    async def count(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        began = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.request_seconds.labels(path).observe(time.perf_counter() - began)
+        return response
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", API_KEY_HEADER],
+        )
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _classification(
+    bundle: Bundle, message: InputMessage, row: Any, settings: ApiSettings, received: float
+) -> Classification:
+    top = bundle.top_k(row[None, :], settings.top_k)[0]
+    return Classification(
+        id=message.id,
+        label=top[0][0],
+        confidence=min(1.0, max(0.0, top[0][1])),
+        top_k=[ClassProbability(label=k, probability=min(1.0, max(0.0, p))) for k, p in top],
+        model_version=bundle.version,
+        produced_at=datetime.now(UTC),
+        latency_ms=round((time.perf_counter() - received) * 1000, 3),
+        low_confidence=top[0][1] < settings.low_confidence_threshold,
+    )
+
+
+def _held_out(bundle: Bundle) -> dict[str, float | int | None]:
+    try:
+        scores = json.loads((bundle.path / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"accuracy": None, "macro_f1": None, "n": None}
+    return {k: scores.get(k) for k in ("accuracy", "macro_f1", "n")}
+
+
+def _reloads(watcher: ModelWatcher | None, metrics: ApiMetrics) -> Callable[[], Bundle | None]:
+    def take() -> Bundle | None:
+        if watcher is None:
+            return None
+        new: Bundle | None = watcher.take()
+        if new is not None:
+            metrics.model.info({"version": new.version})
+            metrics.model_reloads.labels("loaded").inc()
+        return new
+
+    return take
