@@ -10,28 +10,38 @@ gets a 4xx that says what is wrong: 413 (body, text or list too large), 415 (not
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from api.batching import MicroBatcher
 from api.metrics import ApiMetrics
 from api.settings import API_KEY_HEADER, ApiSettings
 from model import Bundle
+from model.explain import explain_text
 from model.reload import ModelWatcher
 from schemas import Classification, ClassProbability, InputMessage
+
+#: The page's HTML, CSS and JavaScript, shipped in the package.
+STATIC = Path(__file__).resolve().parent / "static"
 
 NextHandler = Callable[[Request], Awaitable[Response]]
 ClassifyBody = Annotated[
@@ -51,6 +61,35 @@ class ModelInfo(BaseModel):
     held_out: dict[str, float | int | None] = Field(
         description="Accuracy, macro-F1 and test size from the bundle's metrics.json."
     )
+
+
+class ExplainRequest(InputMessage):
+    """An input message plus what to explain (``POST /v1/explain``)."""
+
+    label: str | None = Field(default=None, description="Class to explain; default: predicted.")
+    num_features: int = Field(default=10, ge=1, le=50, description="Words to report.")
+    num_samples: int = Field(
+        default=500, ge=50, description="LIME variants (capped by explain_max_samples)."
+    )
+
+
+class WordWeight(BaseModel):
+    """One word and how much its presence raised (positive) the class's probability."""
+
+    word: str
+    weight: float
+
+
+class ExplanationOut(BaseModel):
+    """What ``POST /v1/explain`` answers."""
+
+    id: str
+    label: str
+    probability: float
+    weights: list[WordWeight] = Field(description="Highest weight first.")
+    model_version: str
+    num_samples: int
+    seconds: float
 
 
 class _BodyLimit:
@@ -122,6 +161,8 @@ def create_app(
     )
     metrics.model.info({"version": bundle.version})
 
+    explainer = ThreadPoolExecutor(1, thread_name_prefix="api-explain")  # LIME: one at a time
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         batcher.start()
@@ -131,13 +172,14 @@ def create_app(
         if watcher is not None:
             watcher.stop()
         await batcher.stop()
+        explainer.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="stream-text-classifier",
         summary="Classify texts with the stream's LSTM bundles.",
         version="1",
         lifespan=lifespan,
-        docs_url=None,  # Swagger UI would load from a CDN; /openapi.json is served
+        docs_url=None,  # FastAPI's own /docs loads Swagger UI from a CDN: see docs() below
         redoc_url=None,
     )
     app.state.batcher = batcher
@@ -177,13 +219,7 @@ def create_app(
             )
         documents = [m.document for m in messages]
         for i, document in enumerate(documents):
-            size = len(document.encode("utf-8", "surrogatepass"))
-            if size > settings.max_text_bytes:
-                raise HTTPException(
-                    413,
-                    f"input {i}: title + text is {size} bytes in UTF-8; the limit is "
-                    f"{settings.max_text_bytes} (max_text_bytes)",
-                )
+            _require_size(document, settings.max_text_bytes, f"input {i}")
         try:
             used, rows = await batcher.classify(documents)
         except Exception as exc:
@@ -197,6 +233,50 @@ def create_app(
             if not isinstance(r, Exception)
         ]
         return answers if isinstance(payload, list) else answers[0]
+
+    @app.post(
+        "/v1/explain",
+        response_model=ExplanationOut,
+        dependencies=[Depends(require_key), Depends(require_json)],
+        responses={
+            413: {"description": "the text or num_samples too large"},
+            422: {"description": "not the input schema, an unknown label or no words"},
+            503: {"description": "explanations busy past explain_timeout_s"},
+        },
+    )
+    async def explain(request: ExplainRequest) -> ExplanationOut:
+        """Which words pushed the prediction toward its class (LIME, bounded samples)."""
+        document = request.document
+        _require_size(document, settings.max_text_bytes, "the input")
+        if request.num_samples > settings.explain_max_samples:
+            raise HTTPException(
+                413,
+                f"num_samples {request.num_samples} is over {settings.explain_max_samples} "
+                "(explain_max_samples)",
+            )
+        served = batcher.bundle
+        began = time.perf_counter()
+        job = asyncio.get_running_loop().run_in_executor(
+            explainer,
+            lambda: explain_text(
+                served, document, request.label, request.num_features, request.num_samples
+            ),
+        )
+        try:
+            result = await asyncio.wait_for(asyncio.shield(job), settings.explain_timeout_s)
+        except TimeoutError:
+            raise HTTPException(503, "explanations are busy; try again") from None
+        except ValueError as exc:  # unknown label, a text without words
+            raise HTTPException(422, str(exc)) from None
+        return ExplanationOut(
+            id=request.id,
+            label=result.label,
+            probability=result.probability,
+            weights=[WordWeight(word=w, weight=v) for w, v in result.weights],
+            model_version=served.version,
+            num_samples=request.num_samples,
+            seconds=round(time.perf_counter() - began, 3),
+        )
 
     @app.get("/v1/model", response_model=ModelInfo, dependencies=[Depends(require_key)])
     async def model_info() -> ModelInfo:
@@ -216,6 +296,25 @@ def create_app(
             network=manifest.network.model_dump(),
             held_out=scores,
         )
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The ask-a-question page."""
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """The OpenAPI page, its script and style served from the package (no CDN)."""
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="stream-text-classifier API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -265,6 +364,17 @@ def create_app(
         )
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     return app
+
+
+def _require_size(document: str, limit: int, where: str) -> None:
+    """Raise 413 when ``document`` is over ``limit`` UTF-8 bytes (``max_text_bytes``)."""
+    size = len(document.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise HTTPException(
+            413,
+            f"{where}: title + text is {size} bytes in UTF-8; the limit is {limit} bytes "
+            "(max_text_bytes)",
+        )
 
 
 def _classification(

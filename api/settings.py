@@ -61,6 +61,17 @@ class ApiSettings(BaseSettings):
         description="Largest title + text (UTF-8 bytes) of one input; larger is 413.",
     )
     top_k: int = Field(default=3, ge=1, description="Classes listed in each answer's top_k.")
+    explain_max_samples: int = Field(
+        default=1000,
+        ge=50,
+        le=20_000,
+        description="Most LIME variants one /v1/explain request may ask for.",
+    )
+    explain_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Longest wait (s) for an explanation (they run one at a time); past it 503.",
+    )
     low_confidence_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Answers below this are low_confidence."
     )

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from model import Bundle
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,3 +52,28 @@ def bbc_bundle(bbc_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         verbose=0,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def livedoor_bundle(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """A small Japanese model: MeCab-segmented livedoor articles, BiLSTM with max pooling."""
+    from model import NetworkConfig, SequenceConfig, TextConfig, load_bundle
+    from training.data import stratified_subsample
+    from training.datasets import load_named
+    from training.fit import TrainingConfig, fit
+
+    data = load_named("livedoor", data_dir).train
+    data = data.subset(stratified_subsample(data.labels, 360, seed=0))
+    out = tmp_path_factory.mktemp("models") / "livedoor"
+    fit(
+        data,
+        out,
+        TextConfig(tokenizer="fugashi", unicode_nfkc=True, remove_stopwords=False),
+        SequenceConfig(max_len=48),
+        NetworkConfig(embedding_dim=16, lstm_units=(16,), dense_units=None, pooling="max"),
+        num_words=3000,
+        training=TrainingConfig(epochs=2, batch_size=32),
+        verbose=0,
+        baseline=False,
+    )
+    return load_bundle(out)

@@ -190,3 +190,43 @@ def test_bad_settings_stop_at_start_up_naming_the_setting(tmp_path: Path) -> Non
     assert "bundle" in proc.stderr
     assert "does not exist" in proc.stderr
     assert "port" in proc.stderr
+
+
+def test_explain_names_words_of_the_text_that_pushed_the_class(
+    server: tuple[str, FastAPI], bundle: Bundle, bbc_bundle: Path, bbc_csv: Path
+) -> None:
+    url, _ = server
+    text = held_out_articles(bbc_bundle, bbc_csv)[0][1][:2000]
+    body = {"id": "e1", "text": text, "num_features": 6, "num_samples": 200}
+    response = httpx.post(f"{url}/v1/explain", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    why = response.json()
+    probabilities = bundle.predict_proba([text])[0]
+    assert why["label"] == bundle.labels[int(probabilities.argmax())]
+    assert len(why["weights"]) == 6
+    assert all(w["word"] in text for w in why["weights"])
+    weights = [w["weight"] for w in why["weights"]]
+    assert weights == sorted(weights, reverse=True)
+    assert why["model_version"] == bundle.version
+    too_many = httpx.post(f"{url}/v1/explain", json={**body, "num_samples": 5000}, timeout=10)
+    assert too_many.status_code == 413
+    assert "explain_max_samples" in too_many.text
+    unknown = httpx.post(f"{url}/v1/explain", json={**body, "label": "weather"}, timeout=60)
+    assert unknown.status_code == 422
+    assert "unknown label" in unknown.text
+
+
+def test_the_page_and_the_openapi_page_need_nothing_from_the_internet(
+    server: tuple[str, FastAPI],
+) -> None:
+    url, _ = server
+    page = httpx.get(url, timeout=10)
+    assert page.status_code == 200
+    assert "<textarea" in page.text
+    docs = httpx.get(f"{url}/docs", timeout=10)
+    assert docs.status_code == 200
+    for html in (page.text, docs.text):
+        assert "https://" not in html  # no CDN: every asset comes from this server
+        assert "http://" not in html
+    for asset in ("/static/app.js", "/static/style.css", "/docs-assets/swagger-ui-bundle.js"):
+        assert httpx.get(f"{url}{asset}", timeout=10).status_code == 200, asset

@@ -9,13 +9,9 @@ import pytest
 
 from model import load_bundle
 from model.bundle import Bundle
-from model.network import NetworkConfig
-from model.sequences import SequenceConfig
-from model.text import TextConfig, segment_japanese
-from training.data import stratified_subsample
-from training.datasets import load_named
+from model.text import segment_japanese
 from training.explain import explain_text, format_explanation, main
-from training.fit import SPLIT_FILE, TrainingConfig, fit
+from training.fit import SPLIT_FILE
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Layer 'max_pool' \\(of type GlobalMaxPooling1D\\):UserWarning"
@@ -78,26 +74,6 @@ def test_cli_prints_the_ranking_and_writes_html(
     assert "  1. " in out
     assert html.read_text(encoding="utf-8").startswith("<html>")
     assert main([*argv, "--label", "weather", bbc_article]) == 2
-
-
-@pytest.fixture(scope="module")
-def livedoor_bundle(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    """A small Japanese model: MeCab-segmented livedoor articles, BiLSTM with max pooling."""
-    data = load_named("livedoor", data_dir).train
-    data = data.subset(stratified_subsample(data.labels, 360, seed=0))
-    out = tmp_path_factory.mktemp("models") / "livedoor"
-    fit(
-        data,
-        out,
-        TextConfig(tokenizer="fugashi", unicode_nfkc=True, remove_stopwords=False),
-        SequenceConfig(max_len=48),
-        NetworkConfig(embedding_dim=16, lstm_units=(16,), dense_units=None, pooling="max"),
-        num_words=3000,
-        training=TrainingConfig(epochs=2, batch_size=32),
-        verbose=0,
-        baseline=False,
-    )
-    return load_bundle(out)
 
 
 def test_japanese_bundle_reloads_and_explains_in_words(
