@@ -11,13 +11,17 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import schemathesis
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from schemathesis.core.result import Ok
 
 from api.app import create_app
 from api.settings import ApiSettings
@@ -230,3 +234,28 @@ def test_the_page_and_the_openapi_page_need_nothing_from_the_internet(
         assert "http://" not in html
     for asset in ("/static/app.js", "/static/style.css", "/docs-assets/swagger-ui-bundle.js"):
         assert httpx.get(f"{url}{asset}", timeout=10).status_code == 200, asset
+
+
+def test_schema_driven_requests_never_get_a_5xx(server: tuple[str, FastAPI]) -> None:
+    """schemathesis generates requests from the served OpenAPI document (bounded for CI)."""
+    url, _ = server
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    results = list(schema.get_all_operations())
+    assert all(isinstance(r, Ok) for r in results), results  # the document itself is valid
+    operations = [r.ok() for r in results if isinstance(r, Ok)]
+    assert {f"{o.method.upper()} {o.path}" for o in operations} >= {
+        "POST /v1/classify",
+        "POST /v1/explain",
+        "GET /v1/model",
+    }
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(case: Any) -> None:
+            if isinstance(case.body, dict) and "num_samples" in case.body:
+                case.body["num_samples"] = min(int(case.body["num_samples"]), 100)  # keep it fast
+            response = case.call(base_url=url, timeout=60)
+            assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+
+        check()
