@@ -35,3 +35,11 @@ def test_missing_bundle_says_how_to_train(tmp_path: Path) -> None:
 def test_unknown_setting_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="max_batch"):
         Settings(bundle=tmp_path, max_batch=3)  # type: ignore[call-arg]
+
+
+def test_every_api_setting_is_documented_in_the_readme() -> None:
+    from api.settings import ApiSettings
+
+    text = README.read_text(encoding="utf-8")
+    for name in ApiSettings.model_fields:
+        assert f"`CLASSIFIER_API_{name.upper()}`" in text, name
