@@ -109,13 +109,16 @@ class MicroBatcher:
             size = len(first.documents)
             deadline = first.arrived + self.max_wait_s
             while size < self.max_batch_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 and self._queue.empty():
-                    break
-                try:
-                    request = await asyncio.wait_for(self._queue.get(), max(remaining, 0))
-                except TimeoutError:
-                    break
+                if not self._queue.empty():  # queued meanwhile: always taken, even past the wait
+                    request = self._queue.get_nowait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        request = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
                 batch.append(request)
                 size += len(request.documents)
             new = self._take_new_bundle()

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--streams", default="short,long", help="comma-separated: short,long")
     p.add_argument("--no-e2e", action="store_true", help="skip stage 4 (no broker needed)")
     p.add_argument("--no-cpu", action="store_true", help="skip stages 1-3 and the peak")
+    p.add_argument(
+        "--no-http", action="store_true", help="skip the HTTP stage (python -m api under wrk)"
+    )
+    p.add_argument("--http-seconds", type=float, default=8.0, help="length of an HTTP run")
     p.add_argument("--bootstrap-servers", help="use this broker (default: start a local one)")
     p.add_argument("--naive-sample", type=int, default=200, help="messages for stage 1")
     p.add_argument("--batch-size", type=int, default=256, help="stage 2/3 batch size")
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     paced = [float(v) for v in args.paced.split(",") if v.strip()]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from bench import cpu, decoding, e2e, machine, report
+    from bench import cpu, decoding, e2e, http, machine, report
     from bench.streams import DataError, ensure_bundle, load_stream
 
     began = time.monotonic()
@@ -180,7 +184,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     result["loadavg"] = [load_before, machine.loadavg()]
                     results["streams"].setdefault(name, {})["e2e"] = result
-    except (cpu.JobError, e2e.E2EError) as exc:
+        if not args.no_http:
+            say("HTTP stage: python -m api, 1/8/64 clients, batching on and off")
+            snippets = load_stream("short", data_dir, 1).distinct[:5000]
+            results["http"] = http.run(
+                bundle, snippets, seconds=args.http_seconds, paced_seconds=args.http_seconds
+            )
+    except (cpu.JobError, e2e.E2EError, http.HttpBenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         _save(args.out, results, report)
         return 1

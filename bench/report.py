@@ -233,7 +233,37 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines.append(
             f"| {t['target']} | {t['stream']} | {_num(t['value'], 2)} | {t['required']:g} | {met} |"
         )
+    lines += http_table(results)
     return "\n".join(lines) + "\n"
+
+
+def http_table(results: Mapping[str, Any]) -> list[str]:
+    """The HTTP stage as markdown rows: req/s and p50/p99 per client count, both modes."""
+    http = results.get("http")
+    if not http:
+        return []
+    modes = [m for m in ("batching", "no batching") if m in http]
+    lines = [
+        "",
+        "| HTTP `/v1/classify`, single AG News snippets | " + " | ".join(modes) + " |",
+        "| --- |" + " ---: |" * len(modes),
+    ]
+    for n in http[modes[0]]["clients"]:
+        cells = []
+        for m in modes:
+            r = http[m]["clients"][n]
+            cells.append(f"{_num(r['requests_per_s'])} req/s · {_pcts(r['latency_ms'])} ms")
+        lines.append(f"| {n} clients: throughput · p50/p99 | " + " | ".join(cells) + " |")
+    paced = [
+        f"{_num(http[m]['paced_50']['requests_per_s'])} req/s · "
+        f"{_pcts(http[m]['paced_50']['latency_ms'])} ms"
+        for m in modes
+    ]
+    lines.append("| 50 % of each mode's saturated rate: achieved · p50/p99 | " + " | ".join(paced))
+    lines[-1] += " |"
+    speedup = http.get("speedup_at_max_clients")
+    lines.append(f"| batching / no batching at the most clients | {speedup} x | |")
+    return lines
 
 
 def summarise_profile(path: Path, top: int = 25) -> dict[str, Any]:

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_quick_run_of_the_cpu_stages(bbc_bundle: Path, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     cmd = [
-        sys.executable, "-m", "bench", "--quick", "--no-e2e",
+        sys.executable, "-m", "bench", "--quick", "--no-e2e", "--no-http",
         "--data-dir", str(data_dir), "--bundle", str(bbc_bundle),
         "--messages", "96", "--naive-sample", "4", "--out", str(out),
     ]  # fmt: skip
@@ -136,3 +136,24 @@ def test_profile_summary(tmp_path: Path) -> None:
     assert summary["self"]["predict (engine.py)"] == 30
     assert summary["inclusive"]["main (__main__.py)"] == 40
     assert summary["threads"]["thread (0x1)"] == 40
+
+
+def test_http_stage_measures_both_modes_side_by_side(bbc_bundle: Path, data_dir: Path) -> None:
+    from bench import http
+    from bench.report import http_table
+    from bench.streams import load_stream
+
+    snippets = load_stream("short", data_dir, 1).distinct[:200]
+    result = http.run(bbc_bundle, snippets, clients=(1, 8), seconds=2, paced_seconds=2)
+    for mode in ("batching", "no batching"):
+        for n in ("1", "8"):
+            run = result[mode]["clients"][n]
+            assert run["requests"] > 0
+            assert run["errors"] == 0
+            assert 0 < run["latency_ms"]["p50"] <= run["latency_ms"]["p99"]
+        assert result[mode]["paced_50"]["requests"] > 0
+    assert result["batching"]["max_batch_size"] == 64
+    assert result["no batching"]["max_batch_size"] == 1
+    assert result["speedup_at_max_clients"] > 0
+    table = "\n".join(http_table({"http": result}))
+    assert "| 8 clients: throughput · p50/p99 |" in table
