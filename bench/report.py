@@ -237,6 +237,10 @@ def markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _p50_p99(p: Mapping[str, float]) -> str:
+    return f"{_num(p.get('p50'), 1)} / {_num(p.get('p99'), 1)}"
+
+
 def http_table(results: Mapping[str, Any]) -> list[str]:
     """The HTTP stage as markdown rows: req/s and p50/p99 per client count, both modes."""
     http = results.get("http")
@@ -252,11 +256,11 @@ def http_table(results: Mapping[str, Any]) -> list[str]:
         cells = []
         for m in modes:
             r = http[m]["clients"][n]
-            cells.append(f"{_num(r['requests_per_s'])} req/s · {_pcts(r['latency_ms'])} ms")
+            cells.append(f"{_num(r['requests_per_s'])} req/s · {_p50_p99(r['latency_ms'])} ms")
         lines.append(f"| {n} clients: throughput · p50/p99 | " + " | ".join(cells) + " |")
     paced = [
         f"{_num(http[m]['paced_50']['requests_per_s'])} req/s · "
-        f"{_pcts(http[m]['paced_50']['latency_ms'])} ms"
+        f"{_p50_p99(http[m]['paced_50']['latency_ms'])} ms"
         for m in modes
     ]
     lines.append("| 50 % of each mode's saturated rate: achieved · p50/p99 | " + " | ".join(paced))
