@@ -13,6 +13,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.bundle import require_existing
 from schemas import DEFAULT_MAX_TEXT_BYTES, error_lines
 
 #: Header carrying the API key when one is configured.
@@ -98,12 +99,7 @@ class ApiSettings(BaseSettings):
     @field_validator("bundle")
     @classmethod
     def _bundle_exists(cls, value: Path) -> Path:
-        if not value.exists():
-            raise ValueError(
-                f"{value} does not exist; train a model first: "
-                f"python -m training.fit --dataset bbc --output {value}"
-            )
-        return value
+        return require_existing(value)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:

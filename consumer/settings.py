@@ -20,6 +20,7 @@ from consumer.parsing import (
     RecordLimits,
 )
 from consumer.records import DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES
+from model.bundle import require_existing
 from schemas import DEFAULT_MAX_TEXT_BYTES, error_lines
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -237,12 +238,7 @@ class Settings(BaseSettings):
     @field_validator("bundle")
     @classmethod
     def _bundle_exists(cls, value: Path) -> Path:
-        if not value.exists():
-            raise ValueError(
-                f"{value} does not exist; train a model first: "
-                f"python -m training.fit --dataset bbc --output {value}"
-            )
-        return value
+        return require_existing(value)
 
 
 def settings_error(error: ValidationError) -> str:

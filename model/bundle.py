@@ -210,6 +210,20 @@ class Bundle:
         ]
 
 
+def require_existing(path: Path) -> Path:
+    """``path`` if it exists, for settings validators of the services that load bundles.
+
+    Raises:
+        ValueError: it does not exist; the message says how to train one there.
+    """
+    if not path.exists():
+        raise ValueError(
+            f"{path} does not exist; train a model first: "
+            f"python -m training.fit --dataset bbc --output {path}"
+        )
+    return path
+
+
 def resolve_version_dir(path: Path) -> Path:
     """Return the version directory ``path`` names: itself, or what its ``current`` points to.
 
