@@ -1,5 +1,6 @@
 # Two commands for a fresh machine (Python 3.11+, Java 17+, Maven):
 #   make demo   # install, start/reuse the local broker, train if needed, stream held-out BBC News
+#   make api    # the HTTP API and the ask-a-question page over the demo's model
 #   make test   # install, lint, type-check, unit + integration tests against a real broker
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 export CLASSIFIER_DATA_DIR ?= $(abspath $(DATA_DIR))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test lint unit integration broker-start broker-stop clean
+.PHONY: install demo api test lint unit integration broker-start broker-stop clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,9 @@ install: $(BIN)/.installed
 
 demo: install
 	$(BIN)/python deploy/demo.py --data-dir "$(CLASSIFIER_DATA_DIR)"
+
+api: install   # serve the model trained by `make demo` over HTTP: http://127.0.0.1:8000/
+	$(BIN)/python -m api --bundle artifacts/models/bbc
 
 lint: install
 	$(BIN)/ruff check .
