@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -207,3 +208,19 @@ def wait_for_log(path: Path, predicate: Callable[[dict[str, Any]], bool], timeou
             return True
         time.sleep(0.2)
     return False
+
+
+def publish_version(model_dir: Path, source: Path, version: str, corrupt: bool = False) -> None:
+    """Copy bundle ``source`` into ``model_dir`` as ``version`` (optionally corrupt) and point
+    ``current`` at it, as ``training.fit`` publishes a new version."""
+    from model.bundle import MANIFEST, VOCABULARY_FILE, point_current
+
+    target = model_dir / version
+    shutil.copytree(source, target)
+    manifest = json.loads((target / MANIFEST).read_text())
+    manifest["version"] = version
+    (target / MANIFEST).write_text(json.dumps(manifest))
+    if corrupt:
+        with (target / VOCABULARY_FILE).open("a") as f:
+            f.write("garbage")
+    point_current(model_dir, version)

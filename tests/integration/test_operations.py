@@ -24,7 +24,7 @@ from consumer.app import build_service
 from consumer.service import ClassifierService
 from consumer.settings import Settings
 from model import Bundle, load_bundle
-from model.bundle import CURRENT, MANIFEST, VOCABULARY_FILE, point_current
+from model.bundle import CURRENT, point_current
 from tests.integration.conftest import TopicFactory
 from tests.integration.streaming import (
     Collector,
@@ -32,6 +32,7 @@ from tests.integration.streaming import (
     held_out_articles,
     log_events,
     produce,
+    publish_version,
     start_consumer,
     wait_exit,
     wait_for_log,
@@ -203,18 +204,6 @@ def test_shutdown_gives_up_on_a_stuck_batch_within_the_timeout(
         collector.close()
 
 
-def _publish_version(model_dir: Path, source: Path, version: str, corrupt: bool = False) -> None:
-    target = model_dir / version
-    shutil.copytree(source, target)
-    manifest = json.loads((target / MANIFEST).read_text())
-    manifest["version"] = version
-    (target / MANIFEST).write_text(json.dumps(manifest))
-    if corrupt:
-        with (target / VOCABULARY_FILE).open("a") as f:
-            f.write("garbage")
-    point_current(model_dir, version)
-
-
 def test_hot_reload_swaps_models_between_batches_and_refuses_a_corrupt_one(
     kafka_bootstrap: str, new_topic: TopicFactory, bbc_bundle: Path, bbc_csv: Path, tmp_path: Path
 ) -> None:
@@ -236,11 +225,11 @@ def test_hot_reload_swaps_models_between_batches_and_refuses_a_corrupt_one(
     try:
         produce(kafka_bootstrap, topics.input, messages[:100])
         assert collector.poll_until(lambda c: len(c.predictions) >= 100, 120), log_path.read_text()
-        _publish_version(model_dir, original, "v-corrupt", corrupt=True)
+        publish_version(model_dir, original, "v-corrupt", corrupt=True)
         assert wait_for_log(log_path, lambda e: e["event"] == "model_refused", 60)
         produce(kafka_bootstrap, topics.input, messages[100:200])
         assert collector.poll_until(lambda c: len(c.predictions) >= 200, 120)
-        _publish_version(model_dir, original, "v-next")
+        publish_version(model_dir, original, "v-next")
         assert wait_for_log(log_path, lambda e: e["event"] == "model_swapped", 60)
         produce(kafka_bootstrap, topics.input, messages[200:])
         assert collector.poll_until(lambda c: len(c.predictions) >= len(messages), 120)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 
 from api.app import create_app
+from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from model import Bundle, load_bundle
 from tests.integration.streaming import held_out_articles
@@ -259,3 +261,46 @@ def test_schema_driven_requests_never_get_a_5xx(server: tuple[str, FastAPI]) -> 
             assert response.status_code < 500, (case.method, case.path, case.body, response.text)
 
         check()
+
+
+def test_new_bundle_versions_are_hot_reloaded_and_corrupt_ones_refused(
+    bbc_bundle: Path, tmp_path: Path
+) -> None:
+    from model.bundle import CURRENT, point_current
+    from model.reload import ModelWatcher
+    from tests.integration.streaming import publish_version
+
+    model_dir = tmp_path / "models"
+    original = (bbc_bundle / CURRENT).resolve()
+    model_dir.mkdir()
+    shutil.copytree(original, model_dir / original.name)
+    point_current(model_dir, original.name)
+    settings = ApiSettings(bundle=model_dir, reload_interval_s=0.2)
+    served = load_bundle(model_dir)
+    metrics = ApiMetrics()
+    refused = metrics.model_reloads.labels("refused")
+    watcher = ModelWatcher(model_dir, served.path, load_bundle, 0.2, on_refused=refused.inc)
+    body = {"id": "a", "text": "shares rose"}
+
+    def version_after(seconds: float, client: TestClient) -> str:
+        deadline = time.monotonic() + seconds
+        version = ""
+        while time.monotonic() < deadline:
+            version = str(client.post("/v1/classify", json=body).json()["model_version"])
+            time.sleep(0.2)
+        return version
+
+    with TestClient(create_app(settings, served, watcher, metrics)) as client:
+        assert client.post("/v1/classify", json=body).json()["model_version"] == original.name
+        publish_version(model_dir, original, "v-corrupt", corrupt=True)
+        assert version_after(3, client) == original.name  # the corrupt version never serves
+        assert (
+            metrics.registry.get_sample_value(
+                "classifier_model_reloads_total", {"outcome": "refused"}
+            )
+            == 1
+        )
+        publish_version(model_dir, original, "v-next")
+        assert version_after(5, client) == "v-next"
+        assert client.get("/v1/model").json()["version"] == "v-next"
+        assert 'version="v-next"' in client.get("/metrics").text
