@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
-from api.batching import MicroBatcher
+from api.batching import MicroBatcher, TextFailedError
 from api.metrics import ApiMetrics
 from api.settings import API_KEY_HEADER, ApiSettings
 from model import Bundle
@@ -256,9 +256,11 @@ def create_app(
             used, rows = await batcher.classify(documents)
         except Exception as exc:
             raise HTTPException(503, "the model failed on this request; try again") from exc
-        failed = [f"input {i}: {r}" for i, r in enumerate(rows) if isinstance(r, Exception)]
+        failed = [f"input {i}: {r}" for i, r in enumerate(rows) if isinstance(r, TextFailedError)]
         if failed:
             raise HTTPException(422, f"cannot be tokenised: {'; '.join(failed)}")
+        if any(isinstance(r, Exception) for r in rows):  # non-finite model output
+            raise HTTPException(503, "the model returned no valid probabilities for this input")
         answers = [
             _classification(used, m, r, settings, received)
             for m, r in zip(messages, rows, strict=True)
@@ -411,8 +413,8 @@ def _classification(
     return Classification(
         id=message.id,
         label=top[0][0],
-        confidence=min(1.0, max(0.0, top[0][1])),
-        top_k=[ClassProbability(label=k, probability=min(1.0, max(0.0, p))) for k, p in top],
+        confidence=top[0][1],  # rows come clipped to [0, 1] (model.probabilities)
+        top_k=[ClassProbability(label=k, probability=p) for k, p in top],
         model_version=bundle.version,
         produced_at=datetime.now(UTC),
         latency_ms=round((time.perf_counter() - received) * 1000, 3),

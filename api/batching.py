@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model import Bundle
+from model.probabilities import checked_rows
 
 Probabilities = npt.NDArray[np.float32]
 
@@ -91,7 +92,8 @@ class MicroBatcher:
     ) -> tuple[Bundle, list[Probabilities | Exception]]:
         """Probabilities of ``documents`` (``(n_classes,) float32`` rows) and the bundle used.
 
-        A document that cannot be tokenised gets a :class:`TextFailedError` in its place.
+        A document that cannot be tokenised gets a :class:`TextFailedError` in its place, one
+        the model answered with NaN or infinity a ``model.probabilities.NonFiniteOutputError``.
 
         Raises:
             Exception: the model failed on the batch as a whole.
@@ -152,5 +154,5 @@ def _predict(bundle: Bundle, batch: list[_Request]) -> list[Any]:
                 slots.append(len(sequences) - 1)
             except Exception as exc:  # one text's failure is its own
                 slots.append(TextFailedError(f"{type(exc).__name__}: {exc}"))
-    probabilities = bundle.predict_token_ids(sequences)
-    return [s if isinstance(s, Exception) else probabilities[s] for s in slots]
+    rows = checked_rows(bundle.predict_token_ids(sequences))  # clipped, or non-finite errors
+    return [s if isinstance(s, Exception) else rows[s] for s in slots]

@@ -43,6 +43,7 @@ from consumer.steps import (
     render_dead_letter,
     render_prediction,
 )
+from model.probabilities import checked_rows
 from model.reload import ModelWatcher
 from schemas import ErrorCode
 
@@ -528,7 +529,7 @@ class ClassifierService:
         if not sequences:
             return []
         try:
-            return _checked_rows(classifier.predict_token_ids(sequences))
+            return checked_rows(classifier.predict_token_ids(sequences))
         except Exception as exc:
             if len(sequences) == 1:
                 return [exc]
@@ -652,27 +653,6 @@ class ClassifierService:
         self._stash = [r for r in self._stash if (r.topic, r.partition) not in gone]
         self.health.assigned_partitions = len(self._assigned)
         self.metrics.forget_partitions(sorted(gone))
-
-
-class NonFiniteOutputError(ValueError):
-    """The model returned NaN or infinite probabilities for a message."""
-
-
-def _checked_rows(
-    probabilities: npt.NDArray[np.float32],
-) -> list[npt.NDArray[np.float32] | Exception]:
-    """Rows of a ``(batch, n_classes)`` probability matrix, made safe to publish.
-
-    A row with NaN or infinite values becomes a :class:`NonFiniteOutputError` (its message
-    is dead-lettered as ``inference_failed``); the others are clipped to ``[0, 1]``, since a
-    fused softmax can round a certain class to ``1.0000001`` and the output schema refuses it.
-    """
-    finite: list[bool] = np.asarray(np.isfinite(probabilities).all(axis=1), bool).tolist()
-    clipped = np.clip(probabilities, 0.0, 1.0)
-    return [
-        row if ok else NonFiniteOutputError("model returned non-finite probabilities")
-        for row, ok in zip(clipped, finite, strict=True)
-    ]
 
 
 def _offset_ranges(batch: Batch) -> list[str]:

@@ -224,3 +224,15 @@ def publish_version(model_dir: Path, source: Path, version: str, corrupt: bool =
         with (target / VOCABULARY_FILE).open("a") as f:
             f.write("garbage")
     point_current(model_dir, version)
+
+
+def model_dir_serving(bundle_dir: Path, model_dir: Path) -> Path:
+    """A fresh model directory whose ``current`` is a copy of ``bundle_dir``'s current
+    version (so tests can publish more versions beside it); returns that version's source."""
+    from model.bundle import CURRENT, point_current
+
+    original = (bundle_dir / CURRENT).resolve()
+    model_dir.mkdir()
+    shutil.copytree(original, model_dir / original.name)
+    point_current(model_dir, original.name)
+    return original

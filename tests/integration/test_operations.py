@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import threading
@@ -24,13 +23,13 @@ from consumer.app import build_service
 from consumer.service import ClassifierService
 from consumer.settings import Settings
 from model import Bundle, load_bundle
-from model.bundle import CURRENT, point_current
 from tests.integration.conftest import TopicFactory
 from tests.integration.streaming import (
     Collector,
     Topics,
     held_out_articles,
     log_events,
+    model_dir_serving,
     produce,
     publish_version,
     start_consumer,
@@ -208,10 +207,7 @@ def test_hot_reload_swaps_models_between_batches_and_refuses_a_corrupt_one(
     kafka_bootstrap: str, new_topic: TopicFactory, bbc_bundle: Path, bbc_csv: Path, tmp_path: Path
 ) -> None:
     model_dir = tmp_path / "models"
-    original = (bbc_bundle / CURRENT).resolve()
-    model_dir.mkdir()
-    shutil.copytree(original, model_dir / original.name)
-    point_current(model_dir, original.name)
+    original = model_dir_serving(bbc_bundle, model_dir)
 
     articles = held_out_articles(bbc_bundle, bbc_csv)[:300]
     messages = _article_messages(articles)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -266,15 +265,11 @@ def test_schema_driven_requests_never_get_a_5xx(server: tuple[str, FastAPI]) -> 
 def test_new_bundle_versions_are_hot_reloaded_and_corrupt_ones_refused(
     bbc_bundle: Path, tmp_path: Path
 ) -> None:
-    from model.bundle import CURRENT, point_current
     from model.reload import ModelWatcher
-    from tests.integration.streaming import publish_version
+    from tests.integration.streaming import model_dir_serving, publish_version
 
     model_dir = tmp_path / "models"
-    original = (bbc_bundle / CURRENT).resolve()
-    model_dir.mkdir()
-    shutil.copytree(original, model_dir / original.name)
-    point_current(model_dir, original.name)
+    original = model_dir_serving(bbc_bundle, model_dir)
     settings = ApiSettings(bundle=model_dir, reload_interval_s=0.2)
     served = load_bundle(model_dir)
     metrics = ApiMetrics()
