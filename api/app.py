@@ -217,14 +217,16 @@ def create_app(
     app.state.batcher = batcher
     app.state.metrics = metrics
 
-    def require_key(request: Request) -> None:
+    # Dependencies are ``async``: FastAPI runs a plain ``def`` dependency in a worker thread,
+    # two thread hops per request that cost more than the model's share at high load.
+    async def require_key(request: Request) -> None:
         if api_key is None:
             return
         given = request.headers.get(API_KEY_HEADER, "")
         if not secrets.compare_digest(given.encode(), api_key.encode()):
             raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
 
-    def require_json(request: Request) -> None:
+    async def require_json(request: Request) -> None:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/json":
             raise HTTPException(415, f"send application/json, not {kind or 'no content type'}")

@@ -1,10 +1,13 @@
 """Adaptive micro-batching of concurrent HTTP requests into one model call.
 
-The pattern of TF Serving's batching, BentoML's adaptive batching and Ray Serve's
-``@serve.batch``: the first request waits at most ``max_wait_ms`` for others; the texts of
-all requests that arrived meanwhile (up to ``max_batch_size``) are tokenised and run through
-the engine as **one** call in a worker thread, so the event loop keeps accepting requests.
-Between batches, a newly loaded bundle version is swapped in (hot reload).
+The pattern of TF Serving's batching, Triton's dynamic batcher and Ray Serve's
+``@serve.batch``: the texts of all requests queued when the model is free (up to
+``max_batch_size``) are tokenised and run through the engine as **one** call in a worker
+thread, so the event loop keeps accepting requests. The batch adapts to the load: while one
+call runs, the next batch queues. With ``max_wait_ms > 0`` the first request also waits up to
+that long for others (larger batches, added latency); the default 0 is Triton's default
+(``max_queue_delay_microseconds: 0``): one client waits for nothing, 64 clients still fill
+batches. Between batches, a newly loaded bundle version is swapped in (hot reload).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class MicroBatcher:
     Args:
         bundle: The model served at start.
         max_batch_size: Most texts per model call (a larger single request runs alone).
-        max_wait_ms: Longest wait (ms) of a batch's first request for others.
+        max_wait_ms: Longest extra wait (ms) of a batch's first request for others; 0: run
+            with whatever is queued when the model is free.
         on_batch: Called with each model call's size (metrics).
         take_new_bundle: Returns a newly loaded bundle or ``None`` (hot reload); polled
             between batches.

@@ -45,10 +45,12 @@ class ApiSettings(BaseSettings):
         "(1 turns batching off).",
     )
     max_wait_ms: float = Field(
-        default=5.0,
+        default=0.0,
         ge=0,
         le=1000,
-        description="Longest time (ms) the first request of a batch waits for others.",
+        description="Longest time (ms) the first request of a batch waits for others; 0 "
+        "(default, as Triton's dynamic batcher): run as soon as the model is free, with "
+        "every request that queued while it was busy.",
     )
     max_texts_per_request: int = Field(
         default=64, ge=1, le=10_000, description="Most texts in one /v1/classify request."

@@ -6,7 +6,8 @@ cycling through single AG News snippets) posts to ``/v1/classify`` back to back 
 time: throughput and p50/p99 latency. (A Python client is not used for this: ``httpx``'s
 async pool served 1,116 req/s of ``/healthz`` at 8 connections but 158 at 64 here.) Then a
 phase paced at 50 % of each mode's saturated rate (wrk, 32 connections with a pause between
-answer and next request) measures p99 at half load. Both modes run in the same invocation,
+answer and next request, the pause shortened by the latency a calibration run measured at
+that pace) measures p99 at half load. Both modes run in the same invocation,
 one after the other, on the same texts, so their ratio is measured side by side.
 """
 
@@ -145,10 +146,13 @@ def run(
             _closed_loop(url, bodies, script, max(clients), 2.0)  # warm-up
             per_clients = {str(n): _closed_loop(url, bodies, script, n, seconds) for n in clients}
             saturated = max(r["requests_per_s"] for r in per_clients.values())
-            # Half load: PACED_CLIENTS connections, each pausing so that together they offer
-            # 50 % of this mode's saturated rate (wrk's delay(); service time adds to it,
-            # so the achieved rate is at most half).
-            delay_ms = 1000 * PACED_CLIENTS / (0.5 * saturated)
+            # Half load: PACED_CLIENTS connections, each pausing between an answer and its
+            # next request so that together they offer 50 % of this mode's saturated rate
+            # (wrk's delay()). A connection's cycle is pause + latency, so a short calibration
+            # run measures the latency at that pace and the pause is shortened by it.
+            cycle_ms = 1000 * PACED_CLIENTS / (0.5 * saturated)
+            calibration = _closed_loop(url, bodies, script, PACED_CLIENTS, 3.0, cycle_ms)
+            delay_ms = max(0.0, cycle_ms - calibration["latency_ms"]["p50"])
             paced = _closed_loop(url, bodies, script, PACED_CLIENTS, paced_seconds, delay_ms)
             paced["offered_per_s"] = round(0.5 * saturated, 1)
         finally:
