@@ -35,7 +35,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.engine import FULL_LENGTH_CHUNK, EngineConfig, InferenceEngine, configure_threads
-from model.network import NetworkConfig
+from model.network import NetworkConfig, embedding_layer
 from model.pipeline import TextPipeline
 from model.sequences import SequenceConfig
 from model.text import TextConfig
@@ -283,7 +283,10 @@ def load_bundle(path: Path | str) -> Bundle:
         raise BundleError(
             f"bundle {version_dir}: model has {n_out} outputs but {len(manifest.labels)} labels"
         )
-    embedding_rows = model.get_layer("embedding").input_dim
+    embedding = embedding_layer(model)
+    if embedding is None:
+        raise BundleError(f"bundle {version_dir}: the model has no Embedding layer")
+    embedding_rows = embedding.input_dim
     if vocabulary.size > embedding_rows:
         raise BundleError(
             f"bundle {version_dir}: vocabulary has {vocabulary.size} ids, "

@@ -54,6 +54,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from model.network import embedding_layer
 from model.pipeline import TextPipeline
 from model.vocabulary import PAD_INDEX
 
@@ -814,10 +815,8 @@ class InferenceEngine:
             self.path = "keras-full"
 
     def _embedding_masks(self) -> bool:
-        for layer in self.model.layers:
-            if type(layer).__name__ == "Embedding":
-                return bool(layer.mask_zero)
-        return False
+        embedding = embedding_layer(self.model)
+        return embedding is not None and bool(embedding.mask_zero)
 
     def _self_check(self) -> None:
         """Compare the current path with Keras on full-length padded random sequences.
@@ -843,10 +842,8 @@ class InferenceEngine:
     def _embedding_rows(self) -> int:
         if self.spec is not None:
             return int(self.spec.embeddings.shape[0])
-        for layer in self.model.layers:
-            if type(layer).__name__ == "Embedding":
-                return int(layer.input_dim)
-        return len(self.pipeline.vocabulary)
+        embedding = embedding_layer(self.model)
+        return len(self.pipeline.vocabulary) if embedding is None else int(embedding.input_dim)
 
     def _keras_reference(self, seqs: Sequence[Sequence[int]]) -> FloatArray:
         from model.sequences import pad_sequences

@@ -129,3 +129,16 @@ def build_model(
         x = layers.Dense(config.dense_units, activation="relu", name="hidden")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"{config.architecture}_len{max_len}")
+
+
+def embedding_layer(model: keras.Model) -> keras.layers.Embedding | None:
+    """The model's (first) ``Embedding`` layer, or ``None`` if it has none.
+
+    The one rule for finding it, used by the bundle loader (vocabulary size check), the
+    inference engine (masking, table size) and training (initial embedding weights): by
+    type, not by the layer name :func:`build_model` gives it, so models built elsewhere and
+    older bundles are found too.
+    """
+    from keras import layers
+
+    return next((x for x in model.layers if isinstance(x, layers.Embedding)), None)

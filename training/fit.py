@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from model.bundle import save_bundle
-from model.network import NetworkConfig, build_model
+from model.network import NetworkConfig, build_model, embedding_layer
 from model.pipeline import TextPipeline
 from model.sequences import SequenceConfig, pad_sequences
 from model.text import TextConfig, tokenise_many
@@ -251,7 +251,8 @@ def fit(
             training, vocabulary, fit_tokens, num_words, network.embedding_dim
         )
         embedding_seconds = time.perf_counter() - started
-        embedding = model.get_layer("embedding")
+        embedding = embedding_layer(model)
+        assert embedding is not None  # build_model always has one
         embedding.set_weights([initial.matrix[: embedding.input_dim]])
         embedding.trainable = not training.freeze_embeddings
         if verbose:
