@@ -127,6 +127,7 @@ def ensure_bundle(
     from model import NetworkConfig, SequenceConfig, TextConfig
     from training import fit as fit_module
     from training.data import TextDataset
+    from training.datasets import LoadedDataset
 
     source = data_dir / "ag_news" / "train-subset-20k.csv"
     rows = ag_news_rows(source)
@@ -135,25 +136,22 @@ def ensure_bundle(
     dataset = TextDataset(
         [doc for _, doc in rows], [label for label, _ in rows], source, sha256_of(source)
     )
-    training = fit_module.TrainingConfig(epochs=epochs, batch_size=64, patience=1)
+    config = fit_module.FitConfig(
+        text=TextConfig(),
+        sequence=SequenceConfig(max_len=200),
+        network=NetworkConfig(),
+        num_words=5000,
+        training=fit_module.TrainingConfig(epochs=epochs, batch_size=64, patience=1),
+        baseline=False,
+    )
     print(
         f"» training the benchmark bundle on {len(rows)} AG News rows ({epochs} epoch(s)) "
         f"into {bundle_dir}",
         file=sys.stderr,
         flush=True,
     )
-    fit_module.fit(
-        dataset,
-        bundle_dir,
-        TextConfig(),
-        SequenceConfig(max_len=200),
-        NetworkConfig(),
-        num_words=5000,
-        training=training,
-        verbose=0,
-        baseline=False,
-        name="ag_news train-subset-20k (benchmark)",
-    )
+    data = LoadedDataset("ag_news train-subset-20k (benchmark)", dataset, None)
+    fit_module.fit(data, bundle_dir, config, verbose=0)
     return bundle_dir
 
 

@@ -38,19 +38,17 @@ def bbc_bundle(bbc_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small BiLSTM trained for a few epochs on the real BBC News train split (model dir)."""
     from model import NetworkConfig, SequenceConfig, TextConfig
     from training.data import load_csv
-    from training.fit import TrainingConfig, fit
+    from training.fit import FitConfig, TrainingConfig, fit
 
     out = tmp_path_factory.mktemp("models") / "bbc"
-    fit(
-        load_csv(bbc_csv, "text", "category"),
-        out,
-        TextConfig(),
-        SequenceConfig(max_len=120),
-        NetworkConfig(embedding_dim=32, lstm_units=(16,), dense_units=16, dropout=0.2),
+    config = FitConfig(
+        text=TextConfig(),
+        sequence=SequenceConfig(max_len=120),
+        network=NetworkConfig(embedding_dim=32, lstm_units=(16,), dense_units=16, dropout=0.2),
         num_words=3000,
         training=TrainingConfig(epochs=3, batch_size=64, patience=3),
-        verbose=0,
     )
+    fit(load_csv(bbc_csv, "text", "category"), out, config, verbose=0)
     return out
 
 
@@ -60,20 +58,18 @@ def livedoor_bundle(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from model import NetworkConfig, SequenceConfig, TextConfig, load_bundle
     from training.data import stratified_subsample
     from training.datasets import load_named
-    from training.fit import TrainingConfig, fit
+    from training.fit import FitConfig, TrainingConfig, fit
 
     data = load_named("livedoor", data_dir).train
     data = data.subset(stratified_subsample(data.labels, 360, seed=0))
     out = tmp_path_factory.mktemp("models") / "livedoor"
-    fit(
-        data,
-        out,
-        TextConfig(tokenizer="fugashi", unicode_nfkc=True, remove_stopwords=False),
-        SequenceConfig(max_len=48),
-        NetworkConfig(embedding_dim=16, lstm_units=(16,), dense_units=None, pooling="max"),
+    config = FitConfig(
+        text=TextConfig(tokenizer="fugashi", unicode_nfkc=True, remove_stopwords=False),
+        sequence=SequenceConfig(max_len=48),
+        network=NetworkConfig(embedding_dim=16, lstm_units=(16,), dense_units=None, pooling="max"),
         num_words=3000,
         training=TrainingConfig(epochs=2, batch_size=32),
-        verbose=0,
         baseline=False,
     )
+    fit(data, out, config, verbose=0)
     return load_bundle(out)

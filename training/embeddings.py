@@ -181,3 +181,38 @@ def embedding_matrix(
             matrix[index] = vector
             covered += 1
     return EmbeddingInit(matrix, covered, len(vocabulary.words), source)
+
+
+def initial_embeddings(
+    source: str,
+    vocabulary: Vocabulary,
+    fit_tokens: Sequence[Sequence[str]],
+    rows: int,
+    dim: int,
+    seed: int,
+) -> EmbeddingInit:
+    """The embedding weights named by ``source``: ``"word2vec"`` or a vector file's path.
+
+    Args:
+        source: :data:`WORD2VEC` (train word2vec on ``fit_tokens``) or a word2vec/GloVe
+            text file (see :func:`load_word_vectors`).
+        vocabulary: The fitted vocabulary.
+        fit_tokens: Tokenised fitting rows (word2vec trains on these only).
+        rows: Embedding ``input_dim``.
+        dim: Embedding width.
+        seed: Seeds word2vec and the random rows of words without a vector.
+
+    Returns:
+        The ``(max(rows, vocabulary.size), dim) float32`` matrix and its coverage.
+
+    Raises:
+        FileNotFoundError: the vector file does not exist.
+        ValueError: its vectors are not ``dim`` wide.
+    """
+    if source == WORD2VEC:
+        vectors = train_word2vec(fit_tokens, dim, seed)
+        described = "word2vec on the fitting rows"
+    else:
+        path = Path(source)
+        vectors, described = load_word_vectors(path, dim), str(path)
+    return embedding_matrix(vocabulary, vectors, rows, dim, seed, described)

@@ -12,7 +12,7 @@ from model.pipeline import TextPipeline
 from model.sequences import SequenceConfig
 from model.text import TextConfig
 from training.data import TextDataset, load_csv, stratified_subsample
-from training.fit import TrainingConfig, fit
+from training.fit import FitConfig, TrainingConfig, fit
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Layer 'max_pool' \\(of type GlobalMaxPooling1D\\):UserWarning"
@@ -129,19 +129,17 @@ def test_runs_with_the_same_seed_are_identical(
     bbc_small: TextDataset, tmp_path: Path, bucket_by_length: bool
 ) -> None:
     def run(out: Path) -> dict[str, Any]:
-        result = fit(
-            bbc_small,
-            out,
-            TextConfig(),
-            SequenceConfig(max_len=24),
-            NetworkConfig(embedding_dim=8, lstm_units=(8,), dense_units=8),
+        config = FitConfig(
+            text=TextConfig(),
+            sequence=SequenceConfig(max_len=24),
+            network=NetworkConfig(embedding_dim=8, lstm_units=(8,), dense_units=8),
             num_words=800,
             training=TrainingConfig(
                 epochs=2, batch_size=32, seed=7, bucket_by_length=bucket_by_length
             ),
-            verbose=0,
             baseline=False,
         )
+        result = fit(bbc_small, out, config, verbose=0)
         return {k: result.metrics[k] for k in ("history", "accuracy", "confusion_matrix")}
 
     first, second = run(tmp_path / "a"), run(tmp_path / "b")

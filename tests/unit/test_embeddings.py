@@ -11,7 +11,7 @@ from model.text import TextConfig
 from model.vocabulary import Vocabulary
 from training.data import TextDataset, load_csv, stratified_subsample
 from training.embeddings import embedding_matrix, load_word_vectors, train_word2vec
-from training.fit import TrainingConfig, fit
+from training.fit import FitConfig, TrainingConfig, fit
 
 
 @pytest.fixture(scope="module")
@@ -77,19 +77,17 @@ def test_fit_starts_from_the_file_and_can_freeze_it(bbc_small: TextDataset, tmp_
         "".join(f"{w} {' '.join(str(v) for v in vec)}\n" for w, vec in vectors.items()),
         encoding="utf-8",
     )
-    result = fit(
-        bbc_small,
-        tmp_path / "bundle",
-        TextConfig(),
-        SequenceConfig(max_len=24),
-        NetworkConfig(embedding_dim=8, lstm_units=(8,), dense_units=8),
+    config = FitConfig(
+        text=TextConfig(),
+        sequence=SequenceConfig(max_len=24),
+        network=NetworkConfig(embedding_dim=8, lstm_units=(8,), dense_units=8),
         num_words=800,
         training=TrainingConfig(
             epochs=1, batch_size=32, embeddings=str(path), freeze_embeddings=True
         ),
-        verbose=0,
         baseline=False,
     )
+    result = fit(bbc_small, tmp_path / "bundle", config, verbose=0)
     assert result.metrics["embeddings"]["covered"] == 4
     report = (result.bundle_dir / "report.md").read_text(encoding="utf-8")
     assert f"Embedding initialised from {path} (frozen): 4 of " in report

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from model.sequences import SequenceConfig, pad_sequences
 from model.text import TextConfig, segment_japanese, tokenise
 from model.vocabulary import OOV_INDEX, Vocabulary
-from training.fit import build_parser, configs_from_args
+from training.cli import parse_settings
 
 LIVEDOOR_TITLE_FILE = "sports-watch/sports-watch-4597641.txt"
 
@@ -104,9 +105,8 @@ def test_bundles_written_before_the_new_options_still_load() -> None:
 
 
 def _configs(*argv: str) -> tuple[TextConfig, SequenceConfig]:
-    args = build_parser().parse_args([*argv, "--output", "unused"])
-    text, sequence, _, _ = configs_from_args(args)
-    return text, sequence
+    config = parse_settings([*argv, "--output", "unused"]).fit_config()
+    return config.text, config.sequence
 
 
 def test_cli_language_presets() -> None:
@@ -134,6 +134,6 @@ def test_cli_preprocessing_flags_reach_the_configs() -> None:
 
 
 def test_unknown_newsgroup_part_is_rejected_by_the_cli() -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--dataset", "20newsgroups", "--newsgroups-remove",
-                                   "signatures", "--output", "x"])  # fmt: skip
+    with pytest.raises(ValidationError):
+        parse_settings(["--dataset", "20newsgroups", "--newsgroups-remove",
+                        "signatures", "--output", "x"])  # fmt: skip
