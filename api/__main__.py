@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from api.settings import ApiSettings, settings_error
+from model.extras import missing_extra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValidationError as exc:
         print(settings_error(exc), file=sys.stderr)
+        return 2
+    problem = missing_extra("api", ("fastapi", "uvicorn", "swagger_ui_bundle", "lime"))
+    if problem is not None:
+        print(f"cannot start: {problem}", file=sys.stderr)
         return 2
     import uvicorn
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from model.extras import missing_extra
 from training.cli import load_data, parse_settings, settings_error
 from training.config import FitConfig, TrainingConfig
 from training.data import DatasetError, TextDataset
@@ -110,6 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "training.fit", *args])
     try:
         settings = parse_settings(args)
+    except ValidationError as exc:
+        print(settings_error(exc), file=sys.stderr)
+        return 2
+    problem = missing_extra("train", ("sklearn", "matplotlib"))
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
         loaded = load_data(settings)
     except ValidationError as exc:
         print(settings_error(exc), file=sys.stderr)
