@@ -14,7 +14,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -28,12 +28,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from api.batching import MicroBatcher, TextFailedError
 from api.metrics import ApiMetrics
+from api.middleware import BodyLimit, RequestCounting
+from api.models import ExplainRequest, ExplanationOut, ModelInfo, WordWeight
 from api.settings import API_KEY_HEADER, ApiSettings
 from model import Bundle
 from model.explain import explain_text
@@ -43,132 +43,10 @@ from schemas import Classification, ClassProbability, InputMessage
 #: The page's HTML, CSS and JavaScript, shipped in the package.
 STATIC = Path(__file__).resolve().parent / "static"
 
-NextHandler = Callable[[Request], Awaitable[Response]]
 ClassifyBody = Annotated[
     InputMessage | list[InputMessage],
     Body(description="One input message, or a list of them (the stream's input schema)."),
 ]
-
-
-class ModelInfo(BaseModel):
-    """What ``GET /v1/model`` answers."""
-
-    version: str
-    created_at: datetime
-    labels: list[str]
-    preprocessing: dict[str, Any] = Field(description="Text and sequence settings.")
-    network: dict[str, Any]
-    held_out: dict[str, float | int | None] = Field(
-        description="Accuracy, macro-F1 and test size from the bundle's metrics.json."
-    )
-
-
-class ExplainRequest(InputMessage):
-    """An input message plus what to explain (``POST /v1/explain``)."""
-
-    label: str | None = Field(default=None, description="Class to explain; default: predicted.")
-    num_features: int = Field(default=10, ge=1, le=50, description="Words to report.")
-    num_samples: int = Field(
-        default=500, ge=50, description="LIME variants (capped by explain_max_samples)."
-    )
-
-
-class WordWeight(BaseModel):
-    """One word and how much its presence raised (positive) the class's probability."""
-
-    word: str
-    weight: float
-
-
-class ExplanationOut(BaseModel):
-    """What ``POST /v1/explain`` answers."""
-
-    id: str
-    label: str
-    probability: float
-    weights: list[WordWeight] = Field(description="Highest weight first.")
-    model_version: str
-    num_samples: int
-    seconds: float
-
-
-class _Counting:
-    """Counts requests by route and status and times them (pure ASGI: no per-request task).
-
-    Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) costs a task and a stream per
-    request; at thousands of small requests a second that is most of the server's time.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        began = time.perf_counter()
-        status = 500
-
-        async def send_counting(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_counting)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")  # set by the router
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - began)
-
-
-class _BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, before the app reads them.
-
-    Checks ``Content-Length`` and counts chunked bodies as they arrive (at most ``limit``
-    bytes are ever buffered).
-    """
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(send)
-            return
-        chunks: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            chunks.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                await self._too_large(send)
-                return
-            if not message.get("more_body", False):
-                break
-
-        async def replay() -> Message:
-            return chunks.pop(0) if chunks else await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body is larger than {self.limit} bytes (max_body_bytes)"}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(
@@ -392,8 +270,8 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["content-type", API_KEY_HEADER],
         )
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(_Counting, metrics=metrics)  # outermost: counts 413s too
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestCounting, metrics=metrics)  # outermost: counts 413s too
     return app
 
 
