@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     paced = [float(v) for v in args.paced.split(",") if v.strip()]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from bench import cpu, decoding, e2e, http, machine, report
+    from bench import cpu, decoding, e2e, http, kafka_io, machine, report
     from bench.streams import DataError, ensure_bundle, load_stream
 
     began = time.monotonic()
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg": {"baseline": base["loadavg"], "engine": eng["loadavg"]},
             }
         if not args.no_e2e:
-            with e2e.broker(args.bootstrap_servers, REPO / "artifacts" / "bench") as bootstrap:
+            with kafka_io.broker(args.bootstrap_servers, REPO / "artifacts" / "bench") as bootstrap:
                 for name in streams:
                     say(f"{name}: stage 4 (end to end through Kafka at {bootstrap})")
                     load_before = machine.loadavg()
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             results["http"] = http.run(
                 bundle, snippets, seconds=args.http_seconds, paced_seconds=args.http_seconds
             )
-    except (cpu.JobError, e2e.E2EError, http.HttpBenchError) as exc:
+    except (cpu.JobError, kafka_io.E2EError, http.HttpBenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         _save(args.out, results, report)
         return 1

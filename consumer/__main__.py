@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bundle
 
     metrics = Metrics()
-    health = HealthState(stuck_after_s=settings.flush_timeout_s + 60)
+    health = HealthState(stuck_after_s=settings.stuck_after_s)
     try:
         bundle = load_warm(settings.bundle)
         ensure_topics(settings)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from consumer.batch import Classifier
 from consumer.clients import consumer_config, producer_config
 from consumer.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from consumer.metrics import HealthState, Metrics
-from consumer.service import Classifier, ClassifierService
+from consumer.service import ClassifierService
 from consumer.settings import Settings
 from model.reload import ModelWatcher
 
@@ -35,7 +36,7 @@ def build_service(
     from confluent_kafka import Consumer, Producer
 
     metrics = metrics or Metrics()
-    health = health or HealthState(stuck_after_s=settings.flush_timeout_s + 60)
+    health = health or HealthState(stuck_after_s=settings.stuck_after_s)
     config = consumer_config(settings)
     if settings.stats_interval_ms:
         config["stats_cb"] = metrics.on_stats

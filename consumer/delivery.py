@@ -4,7 +4,11 @@ Two guarantees, one interface (``begin`` → ``produce``… → ``commit`` or ``
 
 * :class:`AtLeastOnce` — idempotent producer; ``commit`` waits until the broker has
   acknowledged every record of the batch, then commits the consumer offsets. A crash in
-  between repeats the batch after restart; nothing is skipped.
+  between repeats the batch after restart; nothing is skipped. A commit the broker refuses
+  raises :class:`CommitFailedError`: the output is durable, the offsets stay where the last
+  commit left them, and the records are delivered again after a restart or rebalance unless
+  a later commit of their partitions covers them first (repeated, never lost). The service
+  counts it as a commit failure, not as committed work, and goes on without rewinding.
 * :class:`ExactlyOnce` — Kafka transactions (KIP-98/KIP-447), the pattern of
   confluent-kafka-python's ``examples/eos-transactions.py``: outputs and input offsets are
   committed atomically with ``send_offsets_to_transaction``; on failure the transaction is
@@ -28,15 +32,31 @@ class BatchAbortedError(Exception):
     """The batch's transaction was aborted; rewind its partitions and process it again."""
 
 
+class CommitFailedError(Exception):
+    """(At-least-once) the output is durable but the offsets were not committed.
+
+    Not fatal and nothing to rewind: the records are delivered again after a restart or a
+    rebalance, unless a later commit of their partitions covers them first.
+    """
+
+
 class Delivery(Protocol):
     """A micro-batch's output path (see module docstring)."""
 
     def begin(self) -> None:
-        """Start a batch."""
+        """Start a batch (worker thread).
+
+        Raises:
+            confluent_kafka.KafkaException: (exactly-once) the transaction cannot begin.
+        """
         ...
 
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Queue one output record."""
+        """Queue one output record (worker thread).
+
+        Raises:
+            confluent_kafka.KafkaException: the producer refused the record.
+        """
         ...
 
     def flush(self) -> None:
@@ -47,16 +67,14 @@ class Delivery(Protocol):
         """
         ...
 
-    def commit(self, offsets: list[Any]) -> bool:
+    def commit(self, offsets: list[Any]) -> None:
         """Make the batch's output durable, then commit ``offsets`` (next offset to read).
-
-        Returns:
-            False when the offsets could not be committed (the output is durable; the
-            input will be delivered again), True otherwise.
 
         Raises:
             DeliveryError: output not acknowledged / fatal producer error.
             BatchAbortedError: (exactly-once) the transaction was aborted.
+            CommitFailedError: (at-least-once) the output is durable but the offsets were
+                not committed.
         """
         ...
 
@@ -126,19 +144,20 @@ class AtLeastOnce(_Producing):
                 f"{len(self.failures)} failed {self.failures[:3]}; offsets not committed"
             )
 
-    def commit(self, offsets: list[Any]) -> bool:
-        """Wait for acks, then synchronously commit ``offsets``; False if the commit failed."""
+    def commit(self, offsets: list[Any]) -> None:
+        """Wait for acks, then synchronously commit ``offsets``.
+
+        Raises:
+            DeliveryError: records failed or were not acknowledged in time.
+            CommitFailedError: the broker refused the commit (the output is durable).
+        """
         from confluent_kafka import KafkaException
 
         self.wait_for_acks()
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            # Output is durable; a later commit covers these offsets, or the input is
-            # delivered again (at-least-once: repeated, never lost).
-            self._log.warning("commit_failed", error=str(exc))
-            return False
-        return True
+            raise CommitFailedError(f"offsets not committed: {exc}") from exc
 
     def abort(self) -> None:
         """Nothing to undo: acknowledged records stay (they may be repeated, never lost)."""
@@ -177,8 +196,13 @@ class ExactlyOnce(_Producing):
         # Failures surface as an abortable error from commit_transaction.
         self.producer.flush(self.timeout_s)
 
-    def commit(self, offsets: list[Any]) -> bool:
-        """Add ``offsets`` to the transaction and commit it (retrying retriable errors)."""
+    def commit(self, offsets: list[Any]) -> None:
+        """Add ``offsets`` to the transaction and commit it (retrying retriable errors).
+
+        Raises:
+            BatchAbortedError: the transaction had to be aborted (it was).
+            DeliveryError: a fatal transactional error.
+        """
         from confluent_kafka import KafkaException
 
         try:
@@ -193,7 +217,6 @@ class ExactlyOnce(_Producing):
                 raise BatchAbortedError(f"transaction aborted: {error}") from exc
             raise DeliveryError(f"fatal transactional error: {error}") from exc
         self._open = False
-        return True
 
     def _commit_with_retry(self) -> None:
         from confluent_kafka import KafkaException

@@ -6,7 +6,8 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,19 +29,43 @@ _SECONDS_BUCKETS = (
 )  # fmt: skip
 
 
-class Metrics:
-    """The service's Prometheus metrics, in a registry of their own.
+@dataclass(frozen=True)
+class Totals:
+    """The service's running totals since start, as its metrics count them.
 
-    Names follow Prometheus conventions (``_total`` counters, base units in seconds).
+    Attributes:
+        consumed, predicted, dead_lettered, low_confidence: Records of committed batches.
+        batches: Committed batches.
+        commit_failures: Batches delivered whose offset commit failed (not counted above).
+        by_error: Dead letters of committed batches per error code (codes seen only).
+    """
+
+    consumed: int
+    predicted: int
+    dead_lettered: int
+    low_confidence: int
+    batches: int
+    commit_failures: int
+    by_error: dict[str, int]
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own: its only counts.
+
+    Names follow Prometheus conventions (``_total`` counters, base units in seconds). The
+    record counters count committed batches only (:meth:`count_batch`); :meth:`totals`
+    reads them back (logs, tests).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
         self.consumed = Counter(
-            "classifier_messages_consumed", "Records read from the input topic.", registry=r
+            "classifier_messages_consumed",
+            "Records read from the input topic (committed batches).",
+            registry=r,
         )
         self.predicted = Counter(
-            "classifier_predictions", "Predictions produced (acknowledged batches).", registry=r
+            "classifier_predictions", "Predictions produced (committed batches).", registry=r
         )
         self.dead_lettered = Counter(
             "classifier_dead_letters",
@@ -91,6 +116,63 @@ class Metrics:
             "classifier_aborted_batches",
             "Batches whose output was aborted (transaction aborted, partitions lost).",
             registry=r,
+        )
+        self.commit_failures = Counter(
+            "classifier_commit_failures",
+            "At-least-once batches whose output was acknowledged but whose offsets could not "
+            "be committed (their records may be delivered again).",
+            registry=r,
+        )
+
+    def count_batch(
+        self,
+        records: int,
+        predicted: int,
+        low_confidence: int,
+        dead_letters: Mapping[str, int],
+        inference_s: float,
+        end_to_end_s: Sequence[float],
+    ) -> None:
+        """Count one committed batch.
+
+        Args:
+            records: Records in the batch.
+            predicted: Predictions produced.
+            low_confidence: Predictions below the confidence threshold.
+            dead_letters: Dead letters per error code.
+            inference_s: The batch's compute time (s).
+            end_to_end_s: Per prediction, produced-at minus the input's timestamp (s).
+        """
+        self.consumed.inc(records)
+        self.predicted.inc(predicted)
+        self.low_confidence.inc(low_confidence)
+        self.batch_size.observe(records)
+        self.inference_seconds.observe(inference_s)
+        for code, count in dead_letters.items():
+            self.dead_lettered.labels(code).inc(count)
+        for seconds in end_to_end_s:
+            self.end_to_end_seconds.observe(seconds)
+
+    def totals(self) -> Totals:
+        """The running totals, read from the metrics (safe from any thread)."""
+
+        def value(name: str) -> int:
+            return int(self.registry.get_sample_value(name) or 0)
+
+        by_error = {
+            sample.labels["error_code"]: int(sample.value)
+            for metric in self.dead_lettered.collect()
+            for sample in metric.samples
+            if sample.name == "classifier_dead_letters_total"
+        }
+        return Totals(
+            consumed=value("classifier_messages_consumed_total"),
+            predicted=value("classifier_predictions_total"),
+            dead_lettered=sum(by_error.values()),
+            low_confidence=value("classifier_low_confidence_total"),
+            batches=value("classifier_batch_size_count"),
+            commit_failures=value("classifier_commit_failures_total"),
+            by_error=by_error,
         )
 
     def on_stats(self, stats_json: str) -> None:

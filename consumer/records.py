@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import structlog
 
 from consumer.isolation import Rejection, describe_exception
 from schemas import DeadLetter, EncodedBytes, Header, SourceCoordinates
@@ -109,6 +112,34 @@ class RawRecord:
             return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
         except (OverflowError, OSError, ValueError):
             return None
+
+
+def records_of(messages: Sequence[Any]) -> list[RawRecord]:
+    """The records among ``confluent_kafka.Message`` objects from ``consume()``.
+
+    A message carrying a non-fatal error (e.g. end of partition, a transient fetch error)
+    is logged as ``consume_error`` and skipped.
+
+    Raises:
+        confluent_kafka.KafkaException: a message carries a fatal error.
+    """
+    from confluent_kafka import KafkaException
+
+    records = []
+    for message in messages:
+        error = message.error()
+        if error is None:
+            records.append(RawRecord.from_message(message))
+        elif error.fatal():
+            raise KafkaException(error)
+        else:
+            structlog.get_logger("consumer").warning(
+                "consume_error",
+                error=str(error),
+                topic=message.topic(),
+                partition=message.partition(),
+            )
+    return records
 
 
 def dead_letter(

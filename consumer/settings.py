@@ -25,6 +25,10 @@ from schemas import DEFAULT_MAX_TEXT_BYTES, error_lines
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
+#: How much longer than ``flush_timeout_s`` a batch or a silent loop may take before the
+#: health check reports the process stuck (s).
+STUCK_MARGIN_S = 60.0
+
 #: librdkafka properties the service sets itself; overriding them would break its guarantees.
 PROTECTED_KAFKA_PROPERTIES = frozenset(
     {
@@ -229,6 +233,15 @@ class Settings(BaseSettings):
     def record_limits(self) -> RecordLimits:
         """The per-record caps (value size, JSON depth, text size) as one value."""
         return RecordLimits(self.max_value_bytes, self.max_json_depth, self.max_text_bytes)
+
+    @property
+    def stuck_after_s(self) -> float:
+        """When ``/healthz`` reports the loop stuck (s): ``flush_timeout_s`` + 60 s.
+
+        A batch may legitimately wait ``flush_timeout_s`` for the broker's acks; the margin
+        covers its compute and commit.
+        """
+        return self.flush_timeout_s + STUCK_MARGIN_S
 
     @property
     def effective_transactional_id(self) -> str:

@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,6 +32,7 @@ from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from deploy import local_kafka  # noqa: E402
+from deploy.consumer_process import ConsumerProcess, ConsumerStartError  # noqa: E402
 from training.data import DATA_DIR_ENV, load_csv  # noqa: E402
 from training.fit import SPLIT_FILE  # noqa: E402
 
@@ -58,44 +56,6 @@ def _ensure_model(model_dir: Path, data_dir: Path) -> None:
     )
     cmd = [sys.executable, "-m", "training.fit", "--dataset", "bbc", "--data-dir", str(data_dir)]
     subprocess.run([*cmd, "--output", str(model_dir)], cwd=REPO, check=True)
-
-
-class ConsumerProcess:
-    """``python -m consumer`` as a child process; its JSON log goes to a file and is watched."""
-
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.assigned = threading.Event()
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer", *args],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        stream: IO[bytes] | None = self.proc.stderr
-        assert stream is not None
-        with self.log_path.open("wb") as log:
-            for line in stream:
-                log.write(line)
-                log.flush()
-                if b'"partitions_assigned"' in line:
-                    self.assigned.set()
-
-    def stop(self) -> int:
-        """SIGTERM, then wait for the graceful exit (finish batch, flush, commit, close)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._thread.join(timeout=5)
-        return code
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -163,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     code = 1
     try:
-        if not consumer_proc.assigned.wait(timeout=120):
-            print(f"error: consumer did not start; see {consumer_proc.log_path}", file=sys.stderr)
+        try:
+            consumer_proc.wait_assigned(120)
+        except ConsumerStartError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 1
         reader.subscribe([topics["output"]])
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})

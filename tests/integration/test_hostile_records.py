@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from consumer.records import DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES
 from schemas import EncodedBytes
 from tests.integration.conftest import TopicFactory
 from tests.integration.streaming import (
@@ -165,7 +166,7 @@ def test_hostile_records_are_dead_lettered_and_the_stream_goes_on(
             continue
         assert letter["value_size"] == len(original)
         assert letter["value_sha256"] == hashlib.sha256(original).hexdigest()
-        if len(original) <= 512 * 1024:  # the default copy limit
+        if len(original) <= DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES:  # the default copy limit
             assert letter["value"] is not None, key
             assert EncodedBytes.model_validate(letter["value"]).to_bytes() == original, key
         else:

@@ -128,7 +128,7 @@ def test_a_message_that_breaks_the_model_is_isolated(
     letter = collector.dead_letters[0].value
     assert letter["error_code"] == "inference_failed"
     assert "injected" in letter["reason"]
-    assert service.counters.by_error == {"inference_failed": 1}
+    assert service.metrics.totals().by_error == {"inference_failed": 1}
     assert faulty.calls > 2, "the failing batch was split, not dropped whole"
 
 

@@ -57,7 +57,7 @@ def test_defaults_are_the_configs_defaults() -> None:
 
 def test_an_unknown_optimizer_is_refused_naming_the_choices() -> None:
     with pytest.raises(ValidationError, match="'adam' or 'rmsprop'"):
-        TrainingConfig(optimizer="sgd")  # type: ignore[arg-type]
+        TrainingConfig(optimizer="sgd")
     with pytest.raises(ValidationError, match="extra"):
         TrainingConfig(epoch=3)  # type: ignore[call-arg]
 

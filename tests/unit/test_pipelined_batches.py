@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pytest
 from confluent_kafka import TopicPartition
 
-from consumer.delivery import BatchAbortedError
+from consumer.delivery import BatchAbortedError, CommitFailedError
 from consumer.service import ClassifierService
 from consumer.settings import Settings
 
@@ -119,13 +119,12 @@ class _Delivery:
 
     def flush(self) -> None: ...
 
-    def commit(self, offsets: list[Any]) -> bool:
+    def commit(self, offsets: list[Any]) -> None:
         self.commits += 1
         if self.commits == self.abort_commit:
             raise BatchAbortedError("transaction aborted (test)")
         self.delivered += self.pending
         self.committed_offsets.append(offsets[0].offset)
-        return True
 
     def abort(self) -> None: ...
 
@@ -165,7 +164,7 @@ def _serve(
 def _serve_values(
     tmp_path: Path, values: list[bytes], delivery: _Delivery, in_flight: int = 2
 ) -> tuple[ClassifierService, _Consumer]:
-    """Run the service over raw record ``values`` until it has consumed them all."""
+    """Run the service over raw record ``values`` until their last offset is committed."""
     consumer = _Consumer(values)
     settings = Settings(
         bundle=tmp_path, max_batch_size=10, max_wait_ms=1, max_batches_in_flight=in_flight
@@ -176,7 +175,7 @@ def _serve_values(
 
     def stop_when_done() -> None:
         deadline = time.monotonic() + 30
-        while service.counters.consumed < len(values) and time.monotonic() < deadline:
+        while delivery.committed_offsets[-1:] != [len(values)] and time.monotonic() < deadline:
             time.sleep(0.01)
         service.request_stop()
 
@@ -201,7 +200,45 @@ def test_an_aborted_batch_rewinds_and_the_batch_behind_it_is_never_delivered(
     assert consumer.seeks == [10]
     assert delivery.committed_offsets == sorted(delivery.committed_offsets)
     assert delivery.committed_offsets[-1] == n
-    assert service.counters.predicted == n
+    assert service.metrics.totals().predicted == n
+
+
+class _CommitRefusingDelivery(_Delivery):
+    """Output acknowledged, but the ``refuse_commit``-th offset commit fails (at-least-once)."""
+
+    def __init__(self, refuse_commit: int) -> None:
+        super().__init__(abort_commit=0)
+        self.refuse_commit = refuse_commit
+
+    def commit(self, offsets: list[Any]) -> None:
+        if self.commits + 1 == self.refuse_commit:
+            self.commits += 1
+            raise CommitFailedError("offsets not committed: rebalance in progress (test)")
+        super().commit(offsets)
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_a_failed_commit_is_counted_as_a_commit_failure_not_as_committed(
+    tmp_path: Path, in_flight: int
+) -> None:
+    n = 100
+    delivery = _CommitRefusingDelivery(refuse_commit=2)
+    texts = [f"text {i}" for i in range(n)]
+    service, consumer = _serve(tmp_path, texts, delivery, in_flight)
+
+    # The second batch's output was produced and acknowledged; only its offsets were not
+    # committed. Nothing is rewound: every message is produced once, in order, and the
+    # next commit (offsets 20-29) covers the uncommitted ones.
+    ids = [f"m{i}" for i in range(n)]
+    assert delivery.produced == ids
+    assert delivery.delivered == ids[:10] + ids[20:]
+    assert consumer.seeks == []
+    assert delivery.committed_offsets[-1] == n
+    totals = service.metrics.totals()
+    assert totals.commit_failures == 1
+    assert totals.consumed == n - 10, "the refused batch is not counted as committed"
+    assert totals.predicted == n - 10
+    assert service.metrics.registry.get_sample_value("classifier_aborted_batches_total") == 0
 
 
 def test_non_finite_output_is_dead_lettered_and_rounding_above_one_is_clipped(
@@ -218,7 +255,7 @@ def test_non_finite_output_is_dead_lettered_and_rounding_above_one_is_clipped(
     assert letter["error_code"] == "inference_failed"
     assert "non-finite" in letter["reason"]
     assert letter["source"]["offset"] == 1
-    assert service.counters.by_error == {"inference_failed": 1}
+    assert service.metrics.totals().by_error == {"inference_failed": 1}
 
 
 class _SizeLimitedDelivery(_Delivery):
