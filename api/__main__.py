@@ -14,21 +14,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-from pydantic_settings import CliApp
-
-from api.settings import ApiSettings, settings_error
+from api.settings import ApiSettings
 from model.extras import missing_extra
+from schemas.settings import parse_command_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until stopped; returns the exit code (see module docstring)."""
-    try:
-        settings = CliApp.run(
-            ApiSettings, cli_args=list(argv) if argv is not None else sys.argv[1:]
-        )
-    except ValidationError as exc:
-        print(settings_error(exc), file=sys.stderr)
+    settings = parse_command_line(ApiSettings, argv)
+    if isinstance(settings, str):
+        print(settings, file=sys.stderr)
         return 2
     problem = missing_extra("api", ("fastapi", "uvicorn", "swagger_ui_bundle", "lime"))
     if problem is not None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings
 
 from model.bundle import require_existing
-from schemas import DEFAULT_MAX_TEXT_BYTES, error_lines
+from schemas import DEFAULT_MAX_TEXT_BYTES
+from schemas.settings import command_settings
 
 #: Header carrying the API key when one is configured.
 API_KEY_HEADER = "X-API-Key"
@@ -23,13 +24,7 @@ API_KEY_HEADER = "X-API-Key"
 class ApiSettings(BaseSettings):
     """All settings of ``python -m api``; env var = ``CLASSIFIER_API_`` + upper-case name."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="CLASSIFIER_API_",
-        cli_kebab_case=True,
-        cli_prog_name="python -m api",
-        cli_implicit_flags=True,
-        extra="forbid",
-    )
+    model_config = command_settings("python -m api", "CLASSIFIER_API_")
 
     bundle: Path = Field(
         description="Model directory written by training.fit (its 'current' version is "
@@ -125,9 +120,3 @@ class ApiSettings(BaseSettings):
         if not key:
             raise ValueError(f"api_key_file {self.api_key_file} is empty")
         return key
-
-
-def settings_error(error: ValidationError) -> str:
-    """The settings errors as lines naming each flag or environment variable."""
-    header = "invalid settings (flag --NAME or environment variable CLASSIFIER_API_NAME):"
-    return "\n".join([header, *(f"  {line}" for line in error_lines(error, "settings"))])

@@ -27,22 +27,20 @@ from pathlib import Path
 from types import FrameType
 
 import structlog
-from pydantic import ValidationError
-from pydantic_settings import CliApp
 
 from consumer.app import build_service
 from consumer.clients import StartupError, ensure_topics
 from consumer.logs import configure_logging
 from consumer.metrics import HealthState, Metrics, serve_http
-from consumer.settings import Settings, settings_error
+from consumer.settings import Settings
+from schemas.settings import parse_command_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the service; returns the process exit code (see module docstring)."""
-    try:
-        settings = CliApp.run(Settings, cli_args=list(argv) if argv is not None else sys.argv[1:])
-    except ValidationError as exc:
-        print(settings_error(exc), file=sys.stderr)
+    settings = parse_command_line(Settings, argv)
+    if isinstance(settings, str):
+        print(settings, file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     faulthandler.enable()  # a native crash (SIGSEGV, SIGABRT…) still prints every thread's stack

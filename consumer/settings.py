@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings
 
 from consumer.parsing import (
     DEFAULT_MAX_JSON_DEPTH,
@@ -21,7 +21,8 @@ from consumer.parsing import (
 )
 from consumer.records import DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES
 from model.bundle import require_existing
-from schemas import DEFAULT_MAX_TEXT_BYTES, error_lines
+from schemas import DEFAULT_MAX_TEXT_BYTES
+from schemas.settings import command_settings
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -51,13 +52,7 @@ def _default_bootstrap() -> str:
 class Settings(BaseSettings):
     """All settings of ``python -m consumer``; env var = ``CLASSIFIER_`` + upper-case name."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="CLASSIFIER_",
-        cli_kebab_case=True,
-        cli_prog_name="python -m consumer",
-        cli_implicit_flags=True,
-        extra="forbid",
-    )
+    model_config = command_settings("python -m consumer", "CLASSIFIER_")
 
     bundle: Path = Field(
         description="Model directory written by training.fit (its 'current' version is "
@@ -252,9 +247,3 @@ class Settings(BaseSettings):
     @classmethod
     def _bundle_exists(cls, value: Path) -> Path:
         return require_existing(value)
-
-
-def settings_error(error: ValidationError) -> str:
-    """The settings errors as lines naming each flag or environment variable."""
-    header = "invalid settings (flag --NAME or environment variable CLASSIFIER_NAME):"
-    return "\n".join([header, *(f"  {line}" for line in error_lines(error, "settings"))])

@@ -27,15 +27,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, ValidationError
-from pydantic_settings import CliApp, SettingsConfigDict
+from pydantic import Field
 
 from consumer.clients import admin_config, consumer_config
 from consumer.isolation import Rejection
 from consumer.records import RawRecord
-from consumer.settings import Settings, settings_error
+from consumer.settings import Settings
 from consumer.steps import render_dead_letter
 from schemas import ErrorCode
+from schemas.settings import command_settings, parse_command_line
 
 
 class SkipError(Exception):
@@ -45,7 +45,7 @@ class SkipError(Exception):
 class SkipSettings(Settings):
     """The service's settings plus the record to skip."""
 
-    model_config = SettingsConfigDict(cli_prog_name="python -m consumer.skip")
+    model_config = command_settings("python -m consumer.skip", "CLASSIFIER_")
 
     partition: int = Field(ge=0, description="Partition of the input topic holding the record.")
     offset: int = Field(ge=0, description="Offset of the record (the group's next one).")
@@ -182,12 +182,9 @@ def _produce_acknowledged(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (see module docstring)."""
-    try:
-        settings = CliApp.run(
-            SkipSettings, cli_args=list(argv) if argv is not None else sys.argv[1:]
-        )
-    except ValidationError as exc:
-        print(settings_error(exc), file=sys.stderr)
+    settings = parse_command_line(SkipSettings, argv)
+    if isinstance(settings, str):
+        print(settings, file=sys.stderr)
         return 2
     try:
         print(skip(settings))
