@@ -5,6 +5,10 @@ The official Apache Kafka jars are resolved from Maven Central with Maven
 (``deploy/kafka/pom.xml``) and the broker is started directly with ``java``, so
 the only requirements are Java 17+ and, the first time, Maven 3.
 
+One file of ~760 lines on purpose: ``make broker-start`` and CI run it with the system Python
+before the project (or anything from PyPI) is installed, so it imports only the standard
+library and can be copied on its own.
+
 Usage::
 
     python deploy/local_kafka.py start [--port 9092] [--state-dir .kafka] [--timeout 90]

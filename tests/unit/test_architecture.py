@@ -33,3 +33,15 @@ def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
     )
     assert run.returncode != 0
     assert "consumer._violation -> training.fit" in run.stdout
+
+
+def test_every_file_named_in_the_architecture_page_exists() -> None:
+    import re
+
+    page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:[a-z_]+/)+[a-z_]+\.(?:py|toml|md))`", page))
+    assert len(named) > 30
+    missing = sorted(p for p in named if not (REPO / p).exists())
+    assert missing == []
+    folders = set(re.findall(r"`((?:[a-z_]+/)+)`", page))
+    assert sorted(f for f in folders if not (REPO / f).is_dir()) == []
