@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export CLASSIFIER_DATA_DIR ?= $(abspath $(DATA_DIR))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo api test lint unit integration broker-start broker-stop clean
+.PHONY: install demo api test lint unit integration broker-start broker-stop k8s-validate clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ integration: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+k8s-validate: install   # render deploy/k8s's overlays, check them against the pinned schemas
+	$(BIN)/python -m deploy.k8s.validate
 
 broker-start:
 	$(PYTHON) deploy/local_kafka.py start

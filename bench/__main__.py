@@ -4,6 +4,7 @@ Examples::
 
     python -m bench --data-dir ../shared/datasets                       # the full run
     python -m bench --data-dir ../shared/datasets --quick --no-e2e      # CI smoke test
+    python -m bench --data-dir ../shared/datasets --no-cpu --no-http --processes 1,2
 """
 
 from __future__ import annotations
@@ -41,7 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", type=Path, help="serve this bundle instead of training one")
     p.add_argument("--epochs", type=int, default=1, help="training epochs of the bench bundle")
     p.add_argument("--streams", default="short,long", help="comma-separated: short,long")
-    p.add_argument("--no-e2e", action="store_true", help="skip stage 4 (no broker needed)")
+    p.add_argument(
+        "--no-e2e",
+        action="store_true",
+        help="skip every stage that needs a broker (4, restart, reload)",
+    )
+    p.add_argument(
+        "--processes",
+        default="1",
+        help="stage 4 consumer processes, comma-separated, run side by side (e.g. 1,2)",
+    )
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="skip the restart-to-first-batch stage (static vs dynamic membership)",
+    )
+    p.add_argument(
+        "--restart-backlog", type=int, default=20_000, help="backlog at the restart stage's kill"
+    )
+    p.add_argument(
+        "--no-reload", action="store_true", help="skip the model-reload-across-workers stage"
+    )
+    p.add_argument(
+        "--reload-interval-s", type=float, default=5.0, help="reload stage --reload-interval-s"
+    )
     p.add_argument("--no-cpu", action="store_true", help="skip stages 1-3 and the peak")
     p.add_argument(
         "--no-http", action="store_true", help="skip the HTTP stage (python -m api under wrk)"
@@ -74,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _apply_quick(args: argparse.Namespace) -> None:
     args.messages = min(args.messages, 300)
+    args.restart_backlog = min(args.restart_backlog, 500)
     args.naive_sample = min(args.naive_sample, 10)
     args.warmup = min(args.warmup, 64)
     args.paced_seconds = min(args.paced_seconds, 3.0)
@@ -94,9 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --streams takes short and/or long, got {args.streams!r}", file=sys.stderr)
         return 2
     paced = [float(v) for v in args.paced.split(",") if v.strip()]
+    try:
+        process_counts = [int(v) for v in args.processes.split(",") if v.strip()]
+    except ValueError:
+        process_counts = []
+    if not process_counts or min(process_counts) < 1:
+        print(f"error: --processes takes counts like 1,2, got {args.processes!r}", file=sys.stderr)
+        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from bench import cpu, decoding, e2e, http, kafka_io, machine, report
+    from bench import cpu, decoding, e2e, http, kafka_io, machine, processes, report
     from bench.streams import DataError, ensure_bundle, load_stream
 
     began = time.monotonic()
@@ -163,27 +195,50 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg": {"baseline": base["loadavg"], "engine": eng["loadavg"]},
             }
         if not args.no_e2e:
+            log_dir = REPO / "artifacts" / "bench" / "logs"
             with kafka_io.broker(args.bootstrap_servers, REPO / "artifacts" / "bench") as bootstrap:
                 for name in streams:
-                    say(f"{name}: stage 4 (end to end through Kafka at {bootstrap})")
-                    load_before = machine.loadavg()
-                    result = e2e.run_stream(
-                        bootstrap,
-                        bundle,
-                        name,
-                        load_stream(name, data_dir, 1).distinct,
-                        messages=args.messages,
-                        warmup=args.warmup,
-                        paced_loads=paced,
-                        paced_seconds=args.paced_seconds,
-                        max_batch_size=args.max_batch_size,
-                        max_wait_ms=args.max_wait_ms,
-                        extra_args=shlex.split(args.consumer_args),
-                        log_dir=REPO / "artifacts" / "bench" / "logs",
-                        profile=args.profile,
+                    for count in process_counts:
+                        say(f"{name}: stage 4 (end to end through Kafka at {bootstrap}), "
+                            f"{count} consumer process(es)")  # fmt: skip
+                        load_before = machine.loadavg()
+                        result = e2e.run_stream(
+                            bootstrap,
+                            bundle,
+                            name,
+                            load_stream(name, data_dir, 1).distinct,
+                            messages=args.messages,
+                            warmup=args.warmup,
+                            paced_loads=paced,
+                            paced_seconds=args.paced_seconds,
+                            max_batch_size=args.max_batch_size,
+                            max_wait_ms=args.max_wait_ms,
+                            extra_args=shlex.split(args.consumer_args),
+                            log_dir=log_dir,
+                            profile=args.profile,
+                            processes=count,
+                        )
+                        result["loadavg"] = [load_before, machine.loadavg()]
+                        stream = results["streams"].setdefault(name, {})
+                        if count == process_counts[0]:
+                            stream["e2e"] = result
+                        else:  # stage 4 again, with more (or fewer) processes
+                            stream.setdefault("e2e_processes", {})[str(count)] = result
+                if not args.no_restart:
+                    texts = load_stream("short", data_dir, 1).distinct
+                    results["restart"] = {}
+                    for static in (False, True):
+                        kind = "static" if static else "dynamic"
+                        say(f"restart to first batch, {kind} membership")
+                        results["restart"][kind] = processes.restart_to_first_batch(
+                            bootstrap, bundle, texts, static, args.restart_backlog, log_dir
+                        )
+                if not args.no_reload:
+                    workers = max(2, *process_counts)
+                    say(f"model reload across {workers} workers")
+                    results["reload"] = processes.reload_across_workers(
+                        bootstrap, bundle, workers, args.reload_interval_s, log_dir
                     )
-                    result["loadavg"] = [load_before, machine.loadavg()]
-                    results["streams"].setdefault(name, {})["e2e"] = result
         if not args.no_http:
             say("HTTP stage: python -m api, 1/8/64 clients, batching on and off")
             snippets = load_stream("short", data_dir, 1).distinct[:5000]

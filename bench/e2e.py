@@ -17,6 +17,11 @@ For one stream, against fresh topics (3 partitions, as the consumer creates them
    record's Kafka timestamp is set when the producer is handed the message);
 5. the consumer's peak RSS (``VmHWM`` of ``/proc/<pid>/status``) before it is stopped.
 
+With ``processes`` > 1 the consumer runs as ``--processes N`` (a supervisor and N workers
+in one group, each with ``cores / N`` engine workers and TensorFlow inter-op threads); it
+counts as started once every worker owns partitions, and its RSS is the sum over the
+supervisor and its workers.
+
 Predictions are read back only after each phase, so the reader's CPU does not compete
 with the consumer while it is measured.
 """
@@ -139,6 +144,7 @@ def run_stream(
     log_dir: Path,
     extra_args: Sequence[str] = (),
     profile: bool = False,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Run stage 4 for one stream (see the module docstring) and return its measurements.
 
@@ -154,7 +160,9 @@ def run_stream(
         max_batch_size, max_wait_ms: Consumer micro-batch settings.
         extra_args: More ``python -m consumer`` flags.
         log_dir: Where the consumer's log (and a profile) are written.
-        profile: Record a py-spy profile of the consumer during the saturation phase.
+        profile: Record a py-spy profile of the consumer during the saturation phase (one
+            process only).
+        processes: Consumer processes (``--processes``).
 
     Raises:
         E2EError: the broker, the consumer or the predictions failed.
@@ -177,17 +185,24 @@ def run_stream(
     for flag, value in optional.items():
         if flag in flags:
             args += [flag, value]
+    if processes != 1:
+        if "--processes" not in flags:
+            raise E2EError("this consumer has no --processes flag")
+        args += ["--processes", str(processes)]
+        profile = False  # py-spy would sample the supervisor, which does no work
     args += list(extra_args)
     log_dir.mkdir(parents=True, exist_ok=True)
     # compile all of the engine's batch shapes on its first batch (the warm-up), not on the
     # first measured batch that needs one
+    suffix = "" if processes == 1 else f"-p{processes}"
     consumer = ConsumerProcess(
         args,
-        log_dir / f"consumer-{name}.log",
+        log_dir / f"consumer-{name}{suffix}.log",
         env={"TF_CPP_MIN_LOG_LEVEL": "2", "CLASSIFIER_ENGINE_WARMUP": "1"},
     )
     cycle = (texts[i % len(texts)] for i in range(10**12))
     result: dict[str, Any] = {
+        "processes": processes,
         "max_batch_size": max_batch_size,
         "max_wait_ms": max_wait_ms,
         "consumer_args": args,

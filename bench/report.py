@@ -233,8 +233,107 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines.append(
             f"| {t['target']} | {t['stream']} | {_num(t['value'], 2)} | {t['required']:g} | {met} |"
         )
+    lines += processes_table(results)
+    lines += restart_table(results)
+    lines += reload_table(results)
     lines += http_table(results)
     return "\n".join(lines) + "\n"
+
+
+def processes_table(results: Mapping[str, Any]) -> list[str]:
+    """Stage 4 per number of consumer processes, side by side (empty with one count only)."""
+    streams: Mapping[str, Any] = results.get("streams", {})
+    columns: list[tuple[str, Mapping[str, Any]]] = []
+    for name, s in streams.items():
+        runs = [r for r in [s.get("e2e"), *(s.get("e2e_processes") or {}).values()] if r]
+        for r in sorted(runs, key=lambda r: int(r.get("processes", 1))):
+            n = int(r.get("processes", 1))
+            columns.append((f"{name}, {n} process{'es' if n > 1 else ''}", r))
+    if len({r.get("processes", 1) for _, r in columns}) < 2:
+        return []
+    runs = [r for _, r in columns]
+    lines = [
+        "",
+        "| stage 4 by consumer processes (`--processes`) | "
+        + " | ".join(label for label, _ in columns)
+        + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
+
+    def row(label: str, values: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+    row("saturated (msgs/s)", [_num(_get(r, "saturation", "msgs_per_s")) for r in runs])
+    row(
+        "consumer processing latency at saturation, p50/p95/p99 (ms)",
+        [_pcts(_get(r, "saturation", "processing_ms")) for r in runs],
+    )
+    for load in sorted({p["load"] for r in runs for p in (r.get("paced") or [])}):
+        row(
+            f"e2e latency, producer paced at {load:.0%} (msgs/s · p50/p95/p99 ms)",
+            [
+                next(
+                    (
+                        f"{_num(p.get('achieved_rate'))} · {_pcts(p.get('e2e_ms'))}"
+                        for p in r.get("paced") or []
+                        if p["load"] == load
+                    ),
+                    "-",
+                )
+                for r in runs
+            ],
+        )
+    row(
+        "peak RSS, sum over the processes (MB)",
+        [_num((_get(r, "memory_kb", "VmHWM") or 0) / 1024 or None) for r in runs],
+    )
+    return lines
+
+
+def restart_table(results: Mapping[str, Any]) -> list[str]:
+    """Restart to first batch, dynamic vs static membership (empty when not run)."""
+    restart = results.get("restart")
+    if not restart:
+        return []
+    kinds = [k for k in ("dynamic", "static") if k in restart]
+    timeout = next(iter(restart.values())).get("session_timeout_ms")
+    lines = [
+        "",
+        f"| restart to first batch: SIGKILL with a backlog, restarted at once "
+        f"(session.timeout.ms {timeout}) | " + " | ".join(f"{k} membership" for k in kinds) + " |",
+        "| --- |" + " ---: |" * len(kinds),
+    ]
+    for label, key in (
+        ("restart → first batch committed (s)", "restart_to_first_batch_s"),
+        ("of which start-up: imports, model load, warm-up (s)", "start_s"),
+        ("of which joining the group (s)", "join_s"),
+        ("of which the first batch (s)", "first_batch_s"),
+    ):
+        lines.append(f"| {label} | " + " | ".join(_num(restart[k].get(key), 1) for k in kinds))
+        lines[-1] += " |"
+    return lines
+
+
+def reload_table(results: Mapping[str, Any]) -> list[str]:
+    """A new model version published under ``--processes N``: each worker's swap time."""
+    reload = results.get("reload")
+    if not reload:
+        return []
+    workers = reload["workers"]
+    return [
+        "",
+        f"| model reload across {reload['processes']} workers "
+        f"(reload_interval_s {reload['reload_interval_s']:g}) | "
+        + " | ".join(f"worker {w}" for w in workers)
+        + " |",
+        "| --- |" + " ---: |" * len(workers),
+        "| new version published → swapped in (s) | "
+        + " | ".join(_num(w.get("swapped_s"), 1) for w in workers.values())
+        + " |",
+        "| of which the new version's warm-up (s) | "
+        + " | ".join(_num(w.get("warmup_s"), 1) for w in workers.values())
+        + " |",
+    ]
 
 
 def _p50_p99(p: Mapping[str, float]) -> str:

@@ -4,7 +4,14 @@ Exit codes: 0 after a graceful stop (SIGTERM/SIGINT); 1 when output could not be
 durable, the in-flight batch outlived the shutdown timeout, or another fatal error stopped
 the service (a ``consumer_failed`` JSON line names it and the offsets in flight; nothing of
 those batches was committed; restart to reprocess); 2 for a start-up error (bad setting,
-missing/corrupt bundle, broker unreachable, missing topics, metrics port in use).
+missing/corrupt bundle, unreadable password file, broker unreachable or refusing the SASL login
+or TLS handshake, missing topics, metrics port in use).
+
+With ``--processes N`` (N > 1) this process is a supervisor (:mod:`consumer.processes`) of N
+worker processes of this same command, and exits 0 when every worker stopped gracefully, 1
+when one did not, 2 for a start-up error or a worker that kept failing at start-up. It
+branches off before TensorFlow is imported. A worker (:mod:`consumer.workers`) is the
+one-process service plus a thread that reports its health to the supervisor.
 
 The process ends with ``os._exit`` once the service has flushed, committed and closed its
 clients: interpreter finalisation with TensorFlow's C++ thread pools still alive can abort
@@ -33,6 +40,7 @@ from consumer.clients import StartupError, ensure_topics
 from consumer.logs import configure_logging
 from consumer.metrics import HealthState, Metrics, serve_http
 from consumer.settings import Settings
+from consumer.workers import StatusReporter, WorkerContext
 from schemas.settings import parse_command_line
 
 
@@ -42,9 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(settings, str):
         print(settings, file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    worker = WorkerContext.from_environ()
+    configure_logging(settings.log_level, **({} if worker is None else {"worker": worker.index}))
     faulthandler.enable()  # a native crash (SIGSEGV, SIGABRT…) still prints every thread's stack
     log = structlog.get_logger("consumer")
+    if worker is None and settings.process_count > 1:
+        from consumer.processes import supervise  # no TensorFlow in the supervisor
+
+        return supervise(settings)
+    health = HealthState(stuck_after_s=settings.stuck_after_s)
+    reporter = StatusReporter(worker, health) if worker is not None else None
+    if reporter is not None:
+        reporter.start()  # "starting" until the model is loaded and partitions assigned
 
     from confluent_kafka import KafkaException
 
@@ -61,7 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bundle
 
     metrics = Metrics()
-    health = HealthState(stuck_after_s=settings.stuck_after_s)
     try:
         bundle = load_warm(settings.bundle)
         ensure_topics(settings)
@@ -100,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if server is not None:
             server.shutdown()
+        if reporter is not None:
+            reporter.stop()
 
 
 def cli() -> None:

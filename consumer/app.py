@@ -47,16 +47,17 @@ def build_service(
         if settings.exactly_once
         else AtLeastOnce(producer, consumer, settings.flush_timeout_s)
     )
-    watcher = None
+    watcher: ModelWatcher | None = None
+
+    def refused() -> None:  # the old model keeps serving; say so in metrics and health
+        metrics.model_reloads.labels("refused").inc()
+        health.model_refused = watcher.last_refused if watcher is not None else None
+
     if watch is not None and settings.reload_interval_s > 0:
         model_dir, serving, load = watch
         if ModelWatcher.watchable(model_dir):
             watcher = ModelWatcher(
-                model_dir,
-                serving,
-                load,
-                settings.reload_interval_s,
-                on_refused=metrics.model_reloads.labels("refused").inc,
+                model_dir, serving, load, settings.reload_interval_s, on_refused=refused
             )
     return ClassifierService(
         settings, classifier, consumer, producer, delivery, metrics, health, watcher

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from consumer.logs import kafka_logger
@@ -17,6 +18,7 @@ def _common(settings: Settings) -> dict[str, Any]:
     return {
         "client.id": settings.client_id,
         **settings.kafka,
+        **security_config(settings),
         "bootstrap.servers": settings.bootstrap_servers,
         "logger": kafka_logger(),
     }
@@ -40,6 +42,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "partition.assignment.strategy": "cooperative-sticky",
         "isolation.level": "read_committed" if settings.exactly_once else "read_uncommitted",
     }
+    if settings.group_instance_id:  # static membership (KIP-345): see Settings.group_instance_id
+        config["group.instance.id"] = settings.group_instance_id
     if settings.stats_interval_ms:
         config["statistics.interval.ms"] = settings.stats_interval_ms
     return config
@@ -72,22 +76,104 @@ def admin_config(settings: Settings) -> dict[str, Any]:
     return _common(settings)
 
 
+# -- secured clusters: credentials, and refusals seen at start-up (issue 13) ---------------
+
+#: Slices (s) of the start-up metadata request; refused credentials are looked for between.
+METADATA_SLICE_S = 1.0
+
+
+def security_config(settings: Settings) -> dict[str, str]:
+    """The librdkafka properties of the security settings (``kafka_sasl_*`` and co.).
+
+    The password is in clear here, for librdkafka only.
+    """
+    config: dict[str, str] = {}
+    if settings.kafka_security_protocol is not None:
+        config["security.protocol"] = settings.kafka_security_protocol
+    if settings.kafka_sasl_mechanism is not None:
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_sasl_username is not None:
+        config["sasl.username"] = settings.kafka_sasl_username
+    secret = settings.kafka_sasl_secret
+    if secret is not None:
+        config["sasl.password"] = secret.get_secret_value()
+    if settings.kafka_ssl_ca_location is not None:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_ca_location)
+    return config
+
+
+def _refusal(settings: Settings, errors: list[Any]) -> str | None:
+    """Why the brokers refuse this client for good (SASL login or TLS handshake), if they do."""
+    from confluent_kafka import KafkaError
+
+    where = f"Kafka at {settings.bootstrap_servers}"
+    for error in errors:
+        if error.code() == KafkaError._AUTHENTICATION:
+            mechanism = settings.kafka_sasl_mechanism or settings.kafka.get(
+                "sasl.mechanism", settings.kafka.get("sasl.mechanisms", "(none set)")
+            )
+            user = settings.kafka_sasl_username or settings.kafka.get("sasl.username")
+            return (
+                f"{where} refused the SASL login of user {user!r} with mechanism {mechanism} "
+                f"({error.str()}); check CLASSIFIER_KAFKA_SASL_USERNAME, the password "
+                "(CLASSIFIER_KAFKA_SASL_PASSWORD or --kafka-sasl-password-file), "
+                "--kafka-sasl-mechanism and --kafka-security-protocol"
+            )
+        if error.code() == KafkaError._SSL:
+            return (
+                f"the TLS handshake with {where} failed ({error.str()}); check "
+                "--kafka-ssl-ca-location and that the brokers' certificates name the host used"
+            )
+    return None
+
+
+def _list_topics(admin: Any, errors: list[Any], settings: Settings, timeout_s: float) -> Any:
+    """The cluster metadata, or a :class:`StartupError` as soon as the brokers refuse us.
+
+    librdkafka reports a refused SASL login (``_AUTHENTICATION``) or TLS handshake (``_SSL``)
+    only to the error callback, and retries for ever: the request is made in slices, and the
+    callback's ``errors`` looked at between them.
+
+    Raises:
+        StartupError: the brokers refused the credentials or the TLS handshake.
+        confluent_kafka.KafkaException: no metadata within ``timeout_s``.
+    """
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        slice_s = max(0.1, min(METADATA_SLICE_S, deadline - time.monotonic()))
+        try:
+            return admin.list_topics(timeout=slice_s)
+        except KafkaException:
+            admin.poll(0.1)  # serves the error callback
+            refusal = _refusal(settings, errors)
+            if refusal is not None:
+                raise StartupError(refusal) from None
+            if time.monotonic() >= deadline:
+                raise
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
     """Check that the input, output and dead-letter topics exist, creating them if asked.
 
     Raises:
-        StartupError: the broker does not answer within ``timeout_s``, or a topic is
-            missing and ``create_topics`` is off, or creating a topic failed.
+        StartupError: the broker does not answer within ``timeout_s``, refuses the SASL
+            login or TLS handshake, or a topic is missing and ``create_topics`` is off, or
+            creating a topic failed.
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient(admin_config(settings))
+    errors: list[KafkaError] = []
+    config = admin_config(settings)
+    config["error_cb"] = errors.append
+    admin = AdminClient(config)
     wanted = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
     if settings.review_topic:
         wanted.append(settings.review_topic)
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        existing = set(_list_topics(admin, errors, settings, timeout_s).topics)
     except KafkaException as exc:
         raise StartupError(
             f"cannot reach Kafka at {settings.bootstrap_servers} within {timeout_s:.0f} s ({exc}); "

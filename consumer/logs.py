@@ -10,11 +10,12 @@ from typing import Any
 import structlog
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, **fields: Any) -> None:
     """Send one JSON object per line to stderr for structlog and stdlib loggers alike.
 
     Args:
         level: Minimum level name, e.g. ``"INFO"``.
+        fields: Added to every line of every thread (e.g. ``worker=1`` under a supervisor).
     """
     numeric = logging.getLevelNamesMapping()[level.upper()]
     shared: list[Any] = [
@@ -22,6 +23,8 @@ def configure_logging(level: str) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if fields:
+        shared.append(_add_fields(fields))
     structlog.configure(
         processors=[
             *shared,
@@ -43,6 +46,15 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     threading.excepthook = _log_thread_exception
+
+
+def _add_fields(fields: dict[str, Any]) -> Any:
+    """A processor adding ``fields`` to each event (the event's own keys win)."""
+
+    def add(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {**fields, **event}
+
+    return add
 
 
 def _log_thread_exception(args: threading.ExceptHookArgs) -> None:

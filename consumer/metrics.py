@@ -98,7 +98,11 @@ class Metrics:
             "Records between the consumer's position and the partition's high watermark.",
             ["topic", "partition"],
             registry=r,
+            # --processes N: a partition's owner may change; the latest report wins
+            multiprocess_mode="livemostrecent",
         )
+        # Not shared across processes (prometheus-client keeps an Info in memory): under
+        # --processes N the supervisor exports it per worker (consumer.processes).
         self.model = Info("classifier_model", "The model version being served.", registry=r)
         self.rebalances = Counter(
             "classifier_rebalances",
@@ -201,6 +205,9 @@ class HealthState:
     Attributes:
         stuck_after_s: The loop counts as stuck when its last heartbeat, or the batch in
             flight, is older than this (s).
+        model_version: The version being served (``None`` before the first is loaded).
+        model_refused: The latest hot-reload refusal, ``"<version>: <error>"``, while the
+            model serving is older than it; ``None`` otherwise.
     """
 
     def __init__(self, stuck_after_s: float) -> None:
@@ -208,6 +215,8 @@ class HealthState:
         self.last_heartbeat = time.monotonic()
         self.batch_started: float | None = None
         self.model_loaded = False
+        self.model_version: str | None = None
+        self.model_refused: str | None = None
         self.assigned_partitions = 0
 
     def beat(self) -> None:
@@ -241,16 +250,39 @@ def serve_http(host: str, port: int, metrics: Metrics, health: HealthState) -> T
     Raises:
         OSError: the address is in use or cannot be bound.
     """
-    routes: dict[str, Callable[[], tuple[bool, str]]] = {
-        "/healthz": health.live,
-        "/readyz": health.ready,
-    }
+    return serve_endpoints(
+        host, port, lambda: generate_latest(metrics.registry), health.live, health.ready
+    )
+
+
+def serve_endpoints(
+    host: str,
+    port: int,
+    metrics: Callable[[], bytes],
+    live: Callable[[], tuple[bool, str]],
+    ready: Callable[[], tuple[bool, str]],
+) -> ThreadingHTTPServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from callables, in a daemon thread.
+
+    Args:
+        host, port: Address to bind (port 0: any free port).
+        metrics: The Prometheus text exposition for ``/metrics``.
+        live, ready: ``(ok, reason)`` for ``/healthz`` and ``/readyz``: 200 when ok, else
+            503, with the reason as the plain-text body.
+
+    Returns:
+        The running server (``.server_address`` has the bound port; call ``shutdown()``).
+
+    Raises:
+        OSError: the address is in use or cannot be bound.
+    """
+    routes: dict[str, Callable[[], tuple[bool, str]]] = {"/healthz": live, "/readyz": ready}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+                self._send(200, metrics(), CONTENT_TYPE_LATEST)
             elif path in routes:
                 ok, reason = routes[path]()
                 self._send(200 if ok else 503, (reason + "\n").encode(), "text/plain")

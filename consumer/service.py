@@ -278,10 +278,12 @@ class ClassifierService:
         self.classifier = bundle
         self._serving(bundle)
         self.metrics.model_reloads.labels("loaded").inc()
+        self.health.model_refused = None  # a refusal before this version no longer matters
         self._log.info("model_swapped", old_version=old, model_version=bundle.version)
 
     def _serving(self, classifier: Classifier) -> None:
         self.metrics.model.info({"version": classifier.version})
+        self.health.model_version = classifier.version
         self.health.model_loaded = True
 
     # -- rebalance callbacks (main thread, inside consume()) ---------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from consumer.parsing import (
@@ -30,6 +30,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 #: health check reports the process stuck (s).
 STUCK_MARGIN_S = 60.0
 
+#: Most worker processes ``--processes`` may start on one host.
+MAX_PROCESSES = 256
+
 #: librdkafka properties the service sets itself; overriding them would break its guarantees.
 PROTECTED_KAFKA_PROPERTIES = frozenset(
     {
@@ -41,6 +44,7 @@ PROTECTED_KAFKA_PROPERTIES = frozenset(
         "group.id",
         "bootstrap.servers",
         "partition.assignment.strategy",
+        "group.instance.id",
     }
 )
 
@@ -178,9 +182,112 @@ class Settings(BaseSettings):
     kafka: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra librdkafka properties for all clients, as JSON, e.g. "
-        '\'{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", '
-        '"sasl.username": "u", "sasl.password": "p", "fetch.max.bytes": 10485760}\'.',
+        '\'{"fetch.max.bytes": 10485760, "ssl.endpoint.identification.algorithm": "none"}\'; '
+        "credentials have their own settings (kafka_sasl_*), sasl.password is refused here.",
     )
+
+    # -- secured clusters: SASL credentials and TLS (issue 13) ----------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = (
+        Field(
+            default=None,
+            description="librdkafka security.protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or "
+            "SASL_SSL (SASL over TLS). Unset: librdkafka's default, PLAINTEXT.",
+        )
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None,
+        description="SASL mechanism authenticating with a user name and password (needs a "
+        "SASL_* security protocol, a user name and a password or password file).",
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, min_length=1, description="SASL user name."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None,
+        description="SASL password, kept secret (never logged or printed). Prefer the "
+        "environment variable or the password file to the flag, which other local users "
+        "can read in the process list.",
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None,
+        description="File holding the SASL password, e.g. a mounted Kubernetes secret; read "
+        "once at start-up (one trailing newline ignored). Instead of kafka_sasl_password.",
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        default=None,
+        description="CA certificate(s), PEM file or directory, that verify the brokers' TLS "
+        "certificates (SSL, SASL_SSL). Unset: the system's CA store.",
+    )
+    _sasl_password_from_file: SecretStr | None = PrivateAttr(default=None)
+
+    @field_validator("kafka")
+    @classmethod
+    def _no_password_in_kafka(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "sasl.password" in value:
+            raise ValueError(
+                "sasl.password is not accepted here (it would be shown in clear): use "
+                "CLASSIFIER_KAFKA_SASL_PASSWORD or --kafka-sasl-password-file"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        """Check the security settings fit together; read the password file (once, here)."""
+        dedicated = {
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.mechanisms": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+        }
+        clash = sorted(key for key, value in dedicated.items() if value and key in self.kafka)
+        if clash:
+            raise ValueError(f"{clash} are set both in kafka and by their own kafka_* setting")
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if mechanism is None:
+            given = [self.kafka_sasl_username, self.kafka_sasl_password]
+            if any(v is not None for v in [*given, self.kafka_sasl_password_file]):
+                raise ValueError("a SASL user name or password needs kafka_sasl_mechanism")
+        else:
+            if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+                raise ValueError(
+                    f"kafka_sasl_mechanism {mechanism} needs kafka_security_protocol SASL_SSL "
+                    "(or SASL_PLAINTEXT, unencrypted)"
+                )
+            if self.kafka_sasl_username is None:
+                raise ValueError(f"kafka_sasl_mechanism {mechanism} needs kafka_sasl_username")
+            if (self.kafka_sasl_password is None) == (self.kafka_sasl_password_file is None):
+                raise ValueError(
+                    f"kafka_sasl_mechanism {mechanism} needs one of kafka_sasl_password and "
+                    "kafka_sasl_password_file"
+                )
+        ca = self.kafka_ssl_ca_location
+        if ca is not None:
+            if protocol not in ("SSL", "SASL_SSL"):
+                raise ValueError("kafka_ssl_ca_location needs kafka_security_protocol SSL/SASL_SSL")
+            if not ca.exists():
+                raise ValueError(f"kafka_ssl_ca_location {str(ca)!r} does not exist")
+        path = self.kafka_sasl_password_file
+        if path is not None:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(
+                    f"kafka_sasl_password_file: cannot read {str(path)!r} ({exc.strerror or exc})"
+                ) from None
+            except UnicodeDecodeError:
+                raise ValueError(f"kafka_sasl_password_file {str(path)!r} is not UTF-8") from None
+            password = text.removesuffix("\n").removesuffix("\r")
+            if not password:
+                raise ValueError(f"kafka_sasl_password_file {str(path)!r} is empty")
+            self._sasl_password_from_file = SecretStr(password)
+        return self
+
+    @property
+    def kafka_sasl_secret(self) -> SecretStr | None:
+        """The SASL password: ``kafka_sasl_password``, else the password file's content."""
+        return self.kafka_sasl_password or self._sasl_password_from_file
+
     create_topics: bool = Field(
         default=False,
         description="Create missing input/output/dead-letter topics at start-up "
@@ -191,6 +298,43 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Replication factor of created topics."
     )
     log_level: LogLevel = Field(default="INFO", description="Log level of the JSON logs.")
+
+    # -- several processes on one host, static group membership (issue 13) ----------------
+    processes: Annotated[int, Field(ge=1, le=MAX_PROCESSES)] | Literal["auto"] = Field(
+        default=1,
+        description="Consumer processes on this host: N > 1 runs a supervisor that starts N "
+        "worker processes in the same group (client id, transactional id and group instance "
+        "id get the suffix '-<i>') and serves one /metrics, /healthz and /readyz for them; "
+        "'auto': one per available core. 1: one process, no supervisor.",
+    )
+    group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Static group membership (KIP-345, librdkafka group.instance.id), e.g. "
+        "the pod name: a restarted member gets its partitions back without a rebalance, but "
+        "a dead one's partitions wait for session.timeout.ms. Unset: dynamic membership.",
+    )
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _processes_number_or_auto(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_PROCESSES:
+            raise ValueError(f"must be a number of processes (1-{MAX_PROCESSES}) or 'auto'")
+        return int(text)
+
+    @property
+    def process_count(self) -> int:
+        """``processes`` as a number: ``auto`` is the cores this process may run on."""
+        if self.processes == "auto":
+            try:
+                cores = len(os.sched_getaffinity(0))
+            except (AttributeError, OSError):  # not Linux
+                cores = os.cpu_count() or 1
+            return max(1, min(cores, MAX_PROCESSES))
+        return self.processes
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -5,13 +5,14 @@ The official Apache Kafka jars are resolved from Maven Central with Maven
 (``deploy/kafka/pom.xml``) and the broker is started directly with ``java``, so
 the only requirements are Java 17+ and, the first time, Maven 3.
 
-One file of ~760 lines on purpose: ``make broker-start`` and CI run it with the system Python
+One file of ~1070 lines on purpose: ``make broker-start`` and CI run it with the system Python
 before the project (or anything from PyPI) is installed, so it imports only the standard
 library and can be copied on its own.
 
 Usage::
 
     python deploy/local_kafka.py start [--port 9092] [--state-dir .kafka] [--timeout 90]
+        [--sasl-port P] [--sasl-ssl-port Q] [--scram-user NAME:PASSWORD ...]
     python deploy/local_kafka.py status [--state-dir .kafka]
     python deploy/local_kafka.py stop [--state-dir .kafka] [--wipe]
 
@@ -20,7 +21,14 @@ line on stdout, so ``BOOTSTRAP=$(python deploy/local_kafka.py start | tail -n1)`
 works. Progress and errors go to stderr.
 
 The broker binds ``127.0.0.1:<port>`` (clients) and ``127.0.0.1:<port + 1>``
-(KRaft controller). Everything lives in the state directory::
+(KRaft controller). Secured listeners are opt-in, beside the plain one (which stays as is):
+``--sasl-port`` adds a ``SASL_PLAINTEXT`` listener and ``--sasl-ssl-port`` a ``SASL_SSL`` one,
+both authenticating SCRAM-SHA-256 and SCRAM-SHA-512 users. The users are written into the
+KRaft metadata when storage is formatted (first start, or after ``stop --wipe``); the default
+is ``classifier`` / ``classifier-secret``. The TLS listener's certificate is signed by a
+throw-away CA that ``keytool`` (part of the JDK) creates once per state dir; clients trust
+``<state>/tls/ca.pem`` (see :func:`ca_certificate`). Everything lives in the state
+directory::
 
     <state>/libs-<version>/   broker jars (copied from ~/.m2 by Maven)
     <state>/data/             log.dirs (topics, KRaft metadata log, meta.properties)
@@ -28,10 +36,12 @@ The broker binds ``127.0.0.1:<port>`` (clients) and ``127.0.0.1:<port + 1>``
     <state>/log4j2.yaml       logging configuration
     <state>/broker.log        broker log (the previous run's is kept as broker.log.1)
     <state>/broker.pid        pid of the running broker
+    <state>/scram-users.json  SCRAM user names formatted into data/ (password digests only)
+    <state>/tls/              test CA (ca.pem, ca.p12), broker keystore (broker.p12), password
 
 The module can also be imported (e.g. by a pytest fixture): see :func:`start`,
-:func:`stop`, :func:`is_running` and :func:`find_free_port_pair`. It uses only
-the Python standard library and targets Linux and macOS.
+:func:`stop`, :func:`is_running`, :func:`find_free_port_pair` and :func:`ca_certificate`. It
+uses only the Python standard library and targets Linux and macOS.
 """
 
 from __future__ import annotations
@@ -40,10 +50,12 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -53,7 +65,7 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
@@ -69,10 +81,18 @@ HOST = "127.0.0.1"
 MIN_JAVA_MAJOR = 17
 STARTED_MARKER = "Kafka Server started"
 JVM_HEAP_OPTS = ("-Xms256m", "-Xmx768m")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+DEFAULT_SCRAM_USERS: Mapping[str, str] = {"classifier": "classifier-secret"}
+"""SCRAM user (name: password) created when a SASL listener is asked for and none is named."""
+CERT_VALIDITY_DAYS = 3650
 
 _MAIN_CLASS = "kafka.Kafka"
 _CONFIG_DUMP_LINE = re.compile(r"^\t[\w.\-]+ = ")
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+# Characters the storage tool's --add-scram parser takes unquoted in a name or password.
+_SCRAM_TOKEN = re.compile(r"[A-Za-z0-9._-]+")
+_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+_LISTENER = re.compile(r"(?:^|,)\s*(\w+)://[^,]*:(\d+)")
 
 log = logging.getLogger("local_kafka")
 
@@ -110,6 +130,23 @@ def _server_properties(state_dir: Path) -> Path:
 
 def _log4j_config(state_dir: Path) -> Path:
     return state_dir / "log4j2.yaml"
+
+
+def _scram_record(state_dir: Path) -> Path:
+    return state_dir / "scram-users.json"
+
+
+def _tls_dir(state_dir: Path) -> Path:
+    return state_dir / "tls"
+
+
+def ca_certificate(state_dir: Path | str = DEFAULT_STATE_DIR) -> Path:
+    """The PEM certificate of the CA that signed the ``SASL_SSL`` listener's certificate.
+
+    Clients of that listener trust it (librdkafka: ``ssl.ca.location``). It exists once a
+    broker of ``state_dir`` has been started with a ``sasl_ssl_port``.
+    """
+    return _tls_dir(Path(state_dir).resolve()) / "ca.pem"
 
 
 # ------------------------------------------------------------------ version pinning
@@ -239,15 +276,47 @@ def resolve_jars(state_dir: Path) -> Path:
 # ------------------------------------------------------------------ configuration
 
 
-def _server_properties_text(state_dir: Path, port: int) -> str:
+def _client_listeners(
+    port: int, sasl_port: int | None = None, sasl_ssl_port: int | None = None
+) -> dict[str, int]:
+    """The client listeners asked for, name (= security protocol) to port, plain one first.
+
+    Raises:
+        LocalKafkaError: If a port is out of range or two listeners share a port.
+
+    """
+    if not 1 <= port <= 65534:
+        raise LocalKafkaError(f"port must be in 1..65534 (port + 1 is the controller), got {port}")
+    listeners = {"PLAINTEXT": port}
+    for name, extra in (("SASL_PLAINTEXT", sasl_port), ("SASL_SSL", sasl_ssl_port)):
+        if extra is None:
+            continue
+        if not 1 <= extra <= 65535:
+            raise LocalKafkaError(f"the {name} port must be in 1..65535, got {extra}")
+        if extra in (*listeners.values(), port + 1):
+            raise LocalKafkaError(
+                f"the {name} port {extra} clashes with another listener "
+                f"(client {port}, controller {port + 1})"
+            )
+        listeners[name] = extra
+    return listeners
+
+
+def _server_properties_text(
+    state_dir: Path, listeners: Mapping[str, int], keystore_password: str | None = None
+) -> str:
+    port = listeners["PLAINTEXT"]
     controller_port = port + 1
+    client = [f"{name}://{HOST}:{p}" for name, p in listeners.items()]
+    secured = [name for name in listeners if name != "PLAINTEXT"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT", *(f"{n}:{n}" for n in secured)]
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listeners": ",".join([client[0], f"CONTROLLER://{HOST}:{controller_port}", *client[1:]]),
+        "advertised.listeners": ",".join(client),
+        "listener.security.protocol.map": ",".join(protocols),
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "log.dirs": _data_dir(state_dir).as_posix(),
@@ -259,6 +328,21 @@ def _server_properties_text(state_dir: Path, port: int) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
     }
+    if secured:
+        props["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
+        for name in secured:  # the broker side of SCRAM needs a login module, no credentials
+            for mechanism in SCRAM_MECHANISMS:
+                props[f"listener.name.{name.lower()}.{mechanism.lower()}.sasl.jaas.config"] = (
+                    _SCRAM_LOGIN
+                )
+    if "SASL_SSL" in listeners:
+        if keystore_password is None:
+            raise LocalKafkaError("a SASL_SSL listener needs the broker keystore's password")
+        keystore = (_tls_dir(state_dir) / "broker.p12").as_posix()
+        props["ssl.keystore.type"] = "PKCS12"
+        props["ssl.keystore.location"] = keystore
+        props["ssl.keystore.password"] = keystore_password
+        props["ssl.key.password"] = keystore_password
     lines = [
         f"# Written by deploy/local_kafka.py for Apache Kafka {KAFKA_VERSION} (on each start)."
     ]
@@ -306,11 +390,19 @@ def _read_properties(path: Path) -> dict[str, str]:
     return props
 
 
+def _configured_listeners(state_dir: Path) -> dict[str, int]:
+    """Return the client listeners (name to port) written in ``<state>/server.properties``."""
+    advertised = _read_properties(_server_properties(state_dir)).get("advertised.listeners", "")
+    return {name: int(port) for name, port in _LISTENER.findall(advertised)}
+
+
 def _configured_port(state_dir: Path) -> int | None:
-    """Return the client port written in ``<state>/server.properties``, if any."""
-    listeners = _read_properties(_server_properties(state_dir)).get("advertised.listeners", "")
-    match = re.search(r"PLAINTEXT://[^:,]+:(\d+)", listeners)
-    return int(match.group(1)) if match else None
+    """Return the plain client port written in ``<state>/server.properties``, if any."""
+    return _configured_listeners(state_dir).get("PLAINTEXT")
+
+
+def _describe(listeners: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {port}" for name, port in listeners.items()) or "no listener"
 
 
 def _random_cluster_id() -> str:
@@ -325,17 +417,81 @@ def _random_cluster_id() -> str:
             return cluster_id
 
 
-def _format_storage(java: str, libs: Path, state_dir: Path) -> None:
-    """Format the KRaft log dir with a fresh random cluster id (once per data dir)."""
-    if (_data_dir(state_dir) / "meta.properties").is_file():
+def _formatted(state_dir: Path) -> bool:
+    return (_data_dir(state_dir) / "meta.properties").is_file()
+
+
+def _scram_users(listeners: Mapping[str, int], users: Mapping[str, str] | None) -> dict[str, str]:
+    """The SCRAM users to format: those given, else the default one when SASL is asked for.
+
+    Raises:
+        LocalKafkaError: If users are given without a SASL listener, or a name or password
+            has characters the storage tool cannot take.
+
+    """
+    sasl = len(listeners) > 1
+    if users and not sasl:
+        raise LocalKafkaError("SCRAM users need a SASL listener (--sasl-port or --sasl-ssl-port)")
+    chosen = dict(users or (DEFAULT_SCRAM_USERS if sasl else {}))
+    for name, password in chosen.items():
+        if not (_SCRAM_TOKEN.fullmatch(name) and _SCRAM_TOKEN.fullmatch(password)):
+            raise LocalKafkaError(
+                f"SCRAM user {name!r}: names and passwords may only use letters, digits, '.', "
+                "'_' and '-'"
+            )
+    return chosen
+
+
+def _scram_digests(users: Mapping[str, str]) -> dict[str, str]:
+    """What ``scram-users.json`` records per user: a digest, never the password."""
+    return {
+        name: hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
+        for name, password in sorted(users.items())
+    }
+
+
+def _check_scram_users(state_dir: Path, users: Mapping[str, str]) -> None:
+    """Fail when a formatted data dir holds other SCRAM users than those asked for.
+
+    Raises:
+        LocalKafkaError: If the users differ (they are only written when formatting).
+
+    """
+    if not users or not _formatted(state_dir):
+        return
+    try:
+        recorded = json.loads(_scram_record(state_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = {}
+    if recorded != _scram_digests(users):
+        raise LocalKafkaError(
+            f"{_data_dir(state_dir)} was formatted with SCRAM users {sorted(recorded) or 'none'}, "
+            f"not {sorted(users)} (or other passwords); users are created only when storage is "
+            "formatted: run `stop --wipe` first or use another --state-dir"
+        )
+
+
+def _format_storage(
+    java: str, libs: Path, state_dir: Path, users: Mapping[str, str] | None = None
+) -> None:
+    """Format the KRaft log dir with a fresh random cluster id (once per data dir).
+
+    Each of ``users`` (name: password) gets a credential for every SCRAM mechanism.
+    """
+    if _formatted(state_dir):
         return
     cluster_id = _random_cluster_id()
     log.info("formatting %s (cluster id %s)", _data_dir(state_dir), cluster_id)
+    scram = [
+        f"--add-scram={mechanism}=[name={name},password={password}]"
+        for name, password in (users or {}).items()
+        for mechanism in SCRAM_MECHANISMS
+    ]
     cmd = [
         java, "-cp", f"{libs}/*",
         f"-Dlog4j2.configurationFile={_log4j_config(state_dir)}",
         "kafka.tools.StorageTool", "format",
-        f"--cluster-id={cluster_id}", "--config", str(_server_properties(state_dir)),
+        f"--cluster-id={cluster_id}", "--config", str(_server_properties(state_dir)), *scram,
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
     if proc.returncode != 0:
@@ -343,6 +499,79 @@ def _format_storage(java: str, libs: Path, state_dir: Path) -> None:
             f"kafka-storage format failed (exit {proc.returncode}):\n"
             f"{(proc.stdout + proc.stderr).strip()[-4000:]}"
         )
+    record = json.dumps(_scram_digests(users or {}), indent=1)
+    _scram_record(state_dir).write_text(record + "\n", encoding="utf-8")
+
+
+def _keytool(java: str) -> str:
+    beside = Path(java).resolve().parent / "keytool"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("keytool")
+    if found is None:
+        raise LocalKafkaError(
+            f"`keytool` (part of the JDK) was found neither beside {java} nor on PATH; it "
+            "creates the SASL_SSL listener's certificate"
+        )
+    return found
+
+
+def _ensure_tls_material(java: str, state_dir: Path) -> str:
+    """Create (once) a test CA and a broker key and certificate signed by it, for 127.0.0.1.
+
+    Written to ``<state>/tls``: ``ca.pem`` (what clients trust), ``ca.p12`` (the CA's key),
+    ``broker.p12`` (the broker's keystore) and ``password`` (of both keystores). The files
+    are made in a temporary folder renamed at the end, so a failure leaves none behind.
+
+    Returns:
+        The keystore password.
+
+    Raises:
+        LocalKafkaError: If ``keytool`` is missing or fails.
+
+    """
+    tls = _tls_dir(state_dir)
+    if all((tls / name).is_file() for name in ("ca.pem", "broker.p12", "password")):
+        return (tls / "password").read_text(encoding="ascii").strip()
+    keytool = _keytool(java)
+    tmp = state_dir / f".tls.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    password = secrets.token_urlsafe(18)
+    (tmp / "password").write_text(password + "\n", encoding="ascii")
+    (tmp / "password").chmod(0o600)
+    store = ["-storetype", "PKCS12", "-storepass:env", "LOCAL_KAFKA_STOREPASS"]
+    key = ["-keyalg", "EC", "-groupname", "secp256r1", "-validity", str(CERT_VALIDITY_DAYS)]
+    steps = [
+        ["-genkeypair", "-alias", "ca", "-dname", "CN=local_kafka test CA", "-ext", "bc:c",
+         *key, "-keystore", "ca.p12"],
+        ["-exportcert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-file", "ca.pem"],
+        ["-genkeypair", "-alias", "broker", "-dname", "CN=localhost", *key,
+         "-keystore", "broker.p12"],
+        ["-certreq", "-alias", "broker", "-keystore", "broker.p12", "-file", "broker.csr"],
+        ["-gencert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-infile", "broker.csr",
+         "-outfile", "broker.pem", "-validity", str(CERT_VALIDITY_DAYS),
+         "-ext", f"SAN=dns:localhost,ip:{HOST}", "-ext", "EKU=serverAuth"],
+        ["-importcert", "-noprompt", "-alias", "ca", "-keystore", "broker.p12",
+         "-file", "ca.pem"],
+        ["-importcert", "-alias", "broker", "-keystore", "broker.p12", "-file", "broker.pem"],
+    ]  # fmt: skip
+    log.info("creating a test CA and the broker's TLS certificate in %s", tls)
+    env = {**os.environ, "LOCAL_KAFKA_STOREPASS": password}
+    for step in steps:
+        cmd = [keytool, *step, *store]
+        proc = subprocess.run(
+            cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False, timeout=120
+        )
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LocalKafkaError(
+                f"keytool failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+                f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
+            )
+    shutil.rmtree(tls, ignore_errors=True)
+    tmp.rename(tls)
+    return password
 
 
 # ------------------------------------------------------------------ processes
@@ -539,8 +768,22 @@ def is_running(state_dir: Path | str = DEFAULT_STATE_DIR) -> bool:
     return _broker_pid(Path(state_dir).resolve()) is not None
 
 
+def _accepts(port: int) -> bool:
+    """Return True when something accepts TCP connections on ``127.0.0.1:port``."""
+    try:
+        with socket.create_connection((HOST, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
 def _wait_ready(
-    state_dir: Path, pid: int, port: int, timeout_s: float, child: subprocess.Popen[bytes] | None
+    state_dir: Path,
+    pid: int,
+    port: int,
+    timeout_s: float,
+    child: subprocess.Popen[bytes] | None,
+    secured_ports: tuple[int, ...] = (),
 ) -> None:
     deadline = time.monotonic() + timeout_s
     log_path = _log_file(state_dir)
@@ -556,7 +799,7 @@ def _wait_ready(
         if not started:
             with contextlib.suppress(OSError):
                 started = STARTED_MARKER in log_path.read_text(encoding="utf-8", errors="replace")
-        if started and probe(HOST, port, timeout_s=2.0):
+        if started and probe(HOST, port, timeout_s=2.0) and all(map(_accepts, secured_ports)):
             return
         if time.monotonic() >= deadline:
             raise LocalKafkaError(
@@ -589,6 +832,9 @@ def start(
     port: int = DEFAULT_PORT,
     state_dir: Path | str = DEFAULT_STATE_DIR,
     timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    sasl_port: int | None = None,
+    sasl_ssl_port: int | None = None,
+    scram_users: Mapping[str, str] | None = None,
 ) -> str:
     """Start (or reuse) the single-node KRaft broker of ``state_dir`` on ``port``.
 
@@ -596,49 +842,65 @@ def start(
         port: Client port; the KRaft controller listens on ``port + 1``.
         state_dir: Folder holding jars, configuration, data and logs.
         timeout_s: How long to wait for the broker to become ready.
+        sasl_port: Also listen for ``SASL_PLAINTEXT`` (SCRAM-SHA-256/512) clients here.
+        sasl_ssl_port: Also listen for ``SASL_SSL`` clients here, with a certificate
+            signed by :func:`ca_certificate`.
+        scram_users: SCRAM users (name: password) written when storage is formatted;
+            default :data:`DEFAULT_SCRAM_USERS` when a SASL port is given.
 
     Returns:
-        The bootstrap servers string, ``127.0.0.1:<port>``.
+        The bootstrap servers string of the plain listener, ``127.0.0.1:<port>``.
 
     Raises:
-        LocalKafkaError: On missing prerequisites, busy ports, or a broker that
-            dies or does not become ready in time (the log tail is included).
+        LocalKafkaError: On missing prerequisites, busy ports, a running broker or
+            formatted data dir set up otherwise, or a broker that dies or does not
+            become ready in time (the log tail is included).
 
     """
-    if not 1 <= port <= 65534:
-        raise LocalKafkaError(f"port must be in 1..65534 (port + 1 is the controller), got {port}")
+    listeners = _client_listeners(port, sasl_port, sasl_ssl_port)
+    users = _scram_users(listeners, scram_users)
+    secured_ports = tuple(p for name, p in listeners.items() if name != "PLAINTEXT")
     state = Path(state_dir).resolve()
     bootstrap = f"{HOST}:{port}"
     check_pom_version()
     with _locked(state):
         pid = _broker_pid(state)
         if pid is not None:
-            running_port = _configured_port(state)
-            if running_port != port:
+            running = _configured_listeners(state)
+            if any(running.get(name) != p for name, p in listeners.items()):  # extra ones: fine
                 raise LocalKafkaError(
-                    f"a broker from {state} is already running (pid {pid}) on port "
-                    f"{running_port}; stop it first or use another --state-dir"
+                    f"a broker from {state} is already running (pid {pid}) with listeners "
+                    f"{_describe(running)}, not {_describe(listeners)}; stop it first or use "
+                    "another --state-dir"
                 )
-            _wait_ready(state, pid, port, timeout_s, child=None)
+            _check_scram_users(state, users)
+            _wait_ready(state, pid, port, timeout_s, child=None, secured_ports=secured_ports)
             log.info("reusing running broker (pid %d) at %s", pid, bootstrap)
             return bootstrap
 
-        for busy in (port, port + 1):
+        for busy in (port, port + 1, *secured_ports):
             if not _port_free(busy):
                 raise LocalKafkaError(
                     f"port {busy} on {HOST} is already in use by another process; "
-                    f"choose another --port (the broker needs {port} and {port + 1})"
+                    f"choose other ports (the broker needs {port}, {port + 1} (controller)"
+                    + "".join(f", {p}" for p in secured_ports)
+                    + ")"
                 )
+        _check_scram_users(state, users)
 
         java = _java_executable()
         libs = resolve_jars(state)
+        password = _ensure_tls_material(java, state) if "SASL_SSL" in listeners else None
         _data_dir(state).mkdir(parents=True, exist_ok=True)
-        _server_properties(state).write_text(_server_properties_text(state, port), encoding="utf-8")
+        _server_properties(state).write_text(
+            _server_properties_text(state, listeners, password), encoding="utf-8"
+        )
+        _server_properties(state).chmod(0o600)  # it may hold the keystore password
         _log4j_config(state).write_text(_log4j_yaml_text(state), encoding="utf-8")
         log_path = _log_file(state)
         if log_path.exists():
             log_path.replace(log_path.with_name(log_path.name + ".1"))
-        _format_storage(java, libs, state)
+        _format_storage(java, libs, state, users)
         cmd = [
             java, *JVM_HEAP_OPTS, "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={_log4j_config(state)}",
@@ -657,12 +919,20 @@ def start(
             "launched Apache Kafka %s (pid %d), waiting for %s", KAFKA_VERSION, child.pid, bootstrap
         )
         try:
-            _wait_ready(state, child.pid, port, timeout_s, child=child)
+            _wait_ready(state, child.pid, port, timeout_s, child=child, secured_ports=secured_ports)
         except BaseException:
             _terminate(child.pid, timeout_s=10.0)
             _pid_file(state).unlink(missing_ok=True)
             raise
         log.info("broker ready at %s after %.1f s", bootstrap, time.monotonic() - began)
+        for name, secured in listeners.items():
+            if name != "PLAINTEXT":
+                log.info(
+                    "%s listener at %s:%d (%s; users: %s)",
+                    name, HOST, secured, "/".join(SCRAM_MECHANISMS), ", ".join(sorted(users)),
+                )  # fmt: skip
+        if "SASL_SSL" in listeners:
+            log.info("clients of the SASL_SSL listener trust %s", ca_certificate(state))
         return bootstrap
 
 
@@ -697,10 +967,18 @@ def stop(
         if wipe:
             log.info("wiping %s", _data_dir(state))
             shutil.rmtree(_data_dir(state), ignore_errors=True)
+            _scram_record(state).unlink(missing_ok=True)
     return pid is not None
 
 
 # ------------------------------------------------------------------ CLI
+
+
+def _scram_user_arg(value: str) -> tuple[str, str]:
+    name, sep, password = value.partition(":")
+    if not (sep and name and password):
+        raise argparse.ArgumentTypeError(f"expected NAME:PASSWORD, got {value!r}")
+    return name, password
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -726,6 +1004,22 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_START_TIMEOUT_S,
         help="seconds to wait for readiness (default: %(default)s)",
     )
+    p_start.add_argument(
+        "--sasl-port", type=int, help="also a SASL_PLAINTEXT listener (SCRAM) on this port"
+    )
+    p_start.add_argument(
+        "--sasl-ssl-port",
+        type=int,
+        help="also a SASL_SSL listener (SCRAM over TLS; clients trust <state>/tls/ca.pem)",
+    )
+    p_start.add_argument(
+        "--scram-user",
+        action="append",
+        type=_scram_user_arg,
+        metavar="NAME:PASSWORD",
+        help="SCRAM-SHA-256/512 user created when storage is formatted (repeatable; default "
+        f"with a SASL port: {', '.join(':'.join(u) for u in DEFAULT_SCRAM_USERS.items())})",
+    )
     p_stop = sub.add_parser("stop", parents=[common], help="stop the broker")
     p_stop.add_argument("--wipe", action="store_true", help="also delete the data dir")
     sub.add_parser("status", parents=[common], help="print running/stopped (exit 0/1)")
@@ -738,9 +1032,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="local_kafka: %(message)s", stream=sys.stderr)
     try:
         if args.command == "start":
-            print(
-                start(port=args.port, state_dir=args.state_dir, timeout_s=args.timeout), flush=True
+            bootstrap = start(
+                port=args.port,
+                state_dir=args.state_dir,
+                timeout_s=args.timeout,
+                sasl_port=args.sasl_port,
+                sasl_ssl_port=args.sasl_ssl_port,
+                scram_users=dict(args.scram_user) if args.scram_user else None,
             )
+            print(bootstrap, flush=True)
             return 0
         if args.command == "stop":
             if not stop(state_dir=args.state_dir, wipe=args.wipe):
@@ -751,10 +1051,15 @@ def main(argv: list[str] | None = None) -> int:
         if pid is None:
             print("stopped")
             return 1
-        port = _configured_port(state)
+        listeners = _configured_listeners(state)
+        port = listeners.get("PLAINTEXT")
         answering = port is not None and probe(HOST, port)
+        secured = "".join(
+            f" {name.lower()}={HOST}:{p}" for name, p in listeners.items() if name != "PLAINTEXT"
+        )
         print(
-            f"running pid={pid} bootstrap={HOST}:{port}" + ("" if answering else " (not answering)")
+            f"running pid={pid} bootstrap={HOST}:{port}{secured}"
+            + ("" if answering else " (not answering)")
         )
         return 0
     except LocalKafkaError as exc:

@@ -33,6 +33,10 @@ class ModelWatcher:
         load: Loads a bundle from a version directory (``model.load_bundle``).
         interval_s: Seconds between checks.
         on_refused: Called after a refusal (e.g. to count it in metrics).
+
+    Attributes:
+        last_refused: ``"<version dir name>: <error>"`` of the latest refused version
+            (``None`` until one is refused); readable from any thread.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class ModelWatcher:
         self._interval_s = interval_s
         self._on_refused = on_refused
         self._pending: Any = None
+        self.last_refused: str | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._log = structlog.get_logger("model")
@@ -88,6 +93,7 @@ class ModelWatcher:
             self._smoke_test(bundle)
         except Exception as exc:  # any failure means: keep serving the old model
             self._log.error("model_refused", path=str(target), error=str(exc))
+            self.last_refused = f"{target.name}: {exc}"
             self._on_refused()
             return
         self._log.info("model_loaded", model_version=bundle.version, path=str(target))

@@ -35,6 +35,7 @@ def command_settings(prog: str, env_prefix: str = "") -> SettingsConfigDict:
         cli_prog_name=prog,
         cli_implicit_flags=True,
         extra="forbid",
+        hide_input_in_errors=True,  # a rejected value may be a secret (a SASL password)
     )
 
 
