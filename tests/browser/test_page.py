@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from model import Bundle, load_bundle
 from tests.integration.streaming import held_out_articles
+from tests.net import free_port
 from training.datasets import load_named
 
 pytestmark = pytest.mark.browser
@@ -43,14 +43,8 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(bundle_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "api", "--bundle", str(bundle_dir), "--port", str(port),
         "--reload-interval-s", "0",

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -36,6 +33,7 @@ from tests.integration.streaming import (
     wait_exit,
     wait_for_log,
 )
+from tests.net import free_port, http_get, metric_value
 
 #: Marks a poisoned text's ids (not a vocabulary id), so the model fails on that row only.
 POISON_ID = -7
@@ -250,30 +248,6 @@ def test_hot_reload_swaps_models_between_batches_and_refuses_a_corrupt_one(
     assert [e["model_version"] for e in events if e["event"] == "model_swapped"] == ["v-next"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        series, value = line.rsplit(" ", 1)
-        if series.split("{")[0] == name and all(f'{k}="{v}"' in series for k, v in labels.items()):
-            return float(value)
-    raise KeyError(f"{name}{labels}")
-
-
 def test_low_confidence_routing_metrics_and_health(
     kafka_bootstrap: str,
     new_topic: TopicFactory,
@@ -292,7 +266,7 @@ def test_low_confidence_routing_metrics_and_health(
         (b"bad-2", b'{"id": "x", "text": "' + b"a" * 150_000 + b'"}'),  # default limit 100 kB
     ]
     produce(kafka_bootstrap, topics.input, [*_article_messages(articles), *bad])
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "c.log"
     base = f"http://127.0.0.1:{port}"
     proc = start_consumer(
@@ -307,8 +281,8 @@ def test_low_confidence_routing_metrics_and_health(
         )
         collector.poll_until(lambda c: False, 2)
         time.sleep(1.5)  # a statistics interval, for the lag gauge
-        health, ready = _get(f"{base}/healthz"), _get(f"{base}/readyz")
-        status, metrics = _get(f"{base}/metrics")
+        health, ready = http_get(f"{base}/healthz"), http_get(f"{base}/readyz")
+        status, metrics = http_get(f"{base}/metrics")
     finally:
         proc.send_signal(signal.SIGTERM)
         wait_exit(proc)
@@ -330,18 +304,18 @@ def test_low_confidence_routing_metrics_and_health(
     assert health == (200, "ok\n")
     assert ready == (200, "ok\n")
     assert status == 200
-    assert _metric(metrics, "classifier_messages_consumed_total") == len(articles) + 2
-    assert _metric(metrics, "classifier_predictions_total") == len(articles)
-    assert _metric(metrics, "classifier_low_confidence_total") == len(low)
-    assert _metric(metrics, "classifier_dead_letters_total", error_code="invalid_json") == 1
-    assert _metric(metrics, "classifier_dead_letters_total", error_code="text_too_large") == 1
-    assert _metric(metrics, "classifier_batch_size_count") >= 1
-    assert _metric(metrics, "classifier_inference_seconds_count") >= 1
-    assert _metric(metrics, "classifier_end_to_end_latency_seconds_count") == len(articles)
-    assert _metric(metrics, "classifier_model_info", version=bundle.version) == 1
-    assert _metric(metrics, "classifier_rebalances_total", kind="assign") >= 1
+    assert metric_value(metrics, "classifier_messages_consumed_total") == len(articles) + 2
+    assert metric_value(metrics, "classifier_predictions_total") == len(articles)
+    assert metric_value(metrics, "classifier_low_confidence_total") == len(low)
+    assert metric_value(metrics, "classifier_dead_letters_total", error_code="invalid_json") == 1
+    assert metric_value(metrics, "classifier_dead_letters_total", error_code="text_too_large") == 1
+    assert metric_value(metrics, "classifier_batch_size_count") >= 1
+    assert metric_value(metrics, "classifier_inference_seconds_count") >= 1
+    assert metric_value(metrics, "classifier_end_to_end_latency_seconds_count") == len(articles)
+    assert metric_value(metrics, "classifier_model_info", version=bundle.version) == 1
+    assert metric_value(metrics, "classifier_rebalances_total", kind="assign") >= 1
     lags = [
-        _metric(metrics, "classifier_consumer_lag", topic=topics.input, partition=str(p))
+        metric_value(metrics, "classifier_consumer_lag", topic=topics.input, partition=str(p))
         for p in range(3)
     ]
     assert lags == [0, 0, 0]

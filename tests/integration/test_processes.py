@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -34,32 +31,9 @@ from tests.integration.streaming import (
     wait_exit,
     wait_for_log,
 )
+from tests.net import free_port, http_get, metric_value
 
 READY_TIMEOUT_S = 240.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def _metric(text: str, name: str, **labels: str) -> float:
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        series, value = line.rsplit(" ", 1)
-        if series.split("{")[0] == name and all(f'{k}="{v}"' in series for k, v in labels.items()):
-            return float(value)
-    raise KeyError(f"{name}{labels}")
 
 
 def _messages(articles: list[tuple[str, str, str]]) -> list[tuple[bytes, bytes]]:
@@ -107,7 +81,7 @@ def test_two_processes_share_the_partitions_predict_once_reload_and_stop_gracefu
     messages = _messages(articles)
     topics = Topics(new_topic("articles", partitions=4), new_topic("out"), new_topic("dlq"))
     group = f"procs-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "consumer.log"
     proc = start_consumer(
@@ -127,23 +101,23 @@ def test_two_processes_share_the_partitions_predict_once_reload_and_stop_gracefu
             -3000:
         ]
         time.sleep(1.0)  # the last batches' counts reach the metric files
-        ready = _get(f"{base}/readyz")
-        health = _get(f"{base}/healthz")
-        _, metrics = _get(f"{base}/metrics")
+        ready = http_get(f"{base}/readyz")
+        health = http_get(f"{base}/healthz")
+        _, metrics = http_get(f"{base}/metrics")
 
         # A corrupt version is refused by both workers, which keep serving and say so.
         publish_version(model_dir, original, "v-corrupt", corrupt=True)
         assert wait_for_log(log_path, _event("model_refused", worker=0), 60)
         assert wait_for_log(log_path, _event("model_refused", worker=1), 60)
         time.sleep(1.5)  # a status interval
-        refused_ready = _get(f"{base}/readyz")
-        _, refused_metrics = _get(f"{base}/metrics")
+        refused_ready = http_get(f"{base}/readyz")
+        _, refused_metrics = http_get(f"{base}/metrics")
         # A good version is swapped in by both.
         publish_version(model_dir, original, "v-next")
         for worker in (0, 1):
             assert wait_for_log(log_path, _event("model_swapped", worker=worker), 120)
         time.sleep(1.5)
-        _, swapped_metrics = _get(f"{base}/metrics")
+        _, swapped_metrics = http_get(f"{base}/metrics")
         produce(kafka_bootstrap, topics.input, messages[300:])
         assert collector.poll_until(lambda c: len(c.predictions) >= len(messages), 120)
 
@@ -171,17 +145,17 @@ def test_two_processes_share_the_partitions_predict_once_reload_and_stop_gracefu
     assert ready[1].splitlines()[0] == "ok"
     assert len(ready[1].splitlines()) == 3, "one line per worker"
     assert health[0] == 200, health
-    assert _metric(metrics, "classifier_messages_consumed_total") == 300
-    assert _metric(metrics, "classifier_predictions_total") == 300
-    assert _metric(metrics, "classifier_end_to_end_latency_seconds_count") == 300
+    assert metric_value(metrics, "classifier_messages_consumed_total") == 300
+    assert metric_value(metrics, "classifier_predictions_total") == 300
+    assert metric_value(metrics, "classifier_end_to_end_latency_seconds_count") == 300
     for name in ("0", "1"):
-        assert _metric(metrics, "classifier_model_info", version=original.name, worker=name)
-        assert _metric(metrics, "classifier_worker_ready", worker=name) == 1
-        assert _metric(swapped_metrics, "classifier_model_info", version="v-next", worker=name)
+        assert metric_value(metrics, "classifier_model_info", version=original.name, worker=name)
+        assert metric_value(metrics, "classifier_worker_ready", worker=name) == 1
+        assert metric_value(swapped_metrics, "classifier_model_info", version="v-next", worker=name)
     assert refused_ready[0] == 200, "a refused model does not make a worker unready"
     assert refused_ready[1].count("refused model v-corrupt") == 2, refused_ready[1]
-    assert _metric(refused_metrics, "classifier_model_reloads_total", outcome="refused") == 2
-    assert _metric(swapped_metrics, "classifier_model_reloads_total", outcome="loaded") == 2
+    assert metric_value(refused_metrics, "classifier_model_reloads_total", outcome="refused") == 2
+    assert metric_value(swapped_metrics, "classifier_model_reloads_total", outcome="loaded") == 2
 
     # SIGTERM reached both workers: each finished, committed, stopped with 0.
     stopped = _events(log_path, "consumer_stopped")
@@ -203,7 +177,7 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
     articles = held_out_articles(bbc_bundle, bbc_csv)[:240]
     messages = _messages(articles)
     topics = Topics(new_topic("articles", partitions=4), new_topic("out"), new_topic("dlq"))
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "consumer.log"
     proc = start_consumer(
         bbc_bundle, kafka_bootstrap, topics, f"kill-{uuid.uuid4().hex[:8]}", log_path,
@@ -230,7 +204,7 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
             log_path.read_text()[-3000:]
         )
         time.sleep(1.0)
-        _, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        _, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         proc.send_signal(signal.SIGTERM)
         assert wait_exit(proc, 90) == 0, log_path.read_text()[-3000:]
     finally:
@@ -238,10 +212,10 @@ def test_a_killed_worker_is_restarted_and_the_stream_completes(
 
     (crash,) = [e for e in _events(log_path, "worker_exited") if not e["expected"]]
     assert (crash["worker"], crash["code"]) == (1, -signal.SIGKILL)
-    assert _metric(metrics, "classifier_worker_restarts_total", worker="1") == 1
-    assert _metric(metrics, "classifier_worker_restarts_total", worker="0") == 0
+    assert metric_value(metrics, "classifier_worker_restarts_total", worker="1") == 1
+    assert metric_value(metrics, "classifier_worker_restarts_total", worker="0") == 0
     # The killed worker's counts survive it (its counter files stay; only live gauges go).
-    assert _metric(metrics, "classifier_messages_consumed_total") == len(messages)
+    assert metric_value(metrics, "classifier_messages_consumed_total") == len(messages)
 
 
 def test_a_restarted_static_member_resumes_without_waiting_for_the_session_timeout(

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from tests.integration.streaming import (
     start_consumer,
     wait_exit,
 )
+from tests.net import free_port
 
 USER = "classifier"
 #: The user's password, random per run so that finding it anywhere means it leaked.
@@ -104,12 +104,6 @@ def _topics(broker: SecuredBroker) -> Topics:
     return topics
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _stream_through(
     broker: SecuredBroker,
     bbc_bundle: Path,
@@ -127,7 +121,7 @@ def _stream_through(
     articles = held_out_articles(bbc_bundle, bbc_csv)[:ARTICLES]
     records = [(i.encode(), json.dumps({"id": i, "text": t}).encode()) for i, t, _ in articles]
     produce(broker.plain, topics.input, records)
-    port = _free_port()
+    port = free_port()
     proc = start_consumer(
         bbc_bundle, bootstrap, topics, f"secured-{uuid.uuid4().hex[:8]}", log_path,
         "--metrics-port", str(port), "--metrics-host", "127.0.0.1", *args,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -28,14 +27,9 @@ from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from model import Bundle, load_bundle
 from tests.integration.streaming import held_out_articles
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +47,7 @@ def server(bbc_bundle: Path, bundle: Bundle) -> Iterator[tuple[str, FastAPI]]:
         max_body_bytes=200_000, max_text_bytes=50_000, reload_interval_s=0,
     )  # fmt: skip
     app = create_app(settings, bundle)
-    port = _free_port()
+    port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
