@@ -45,7 +45,9 @@ def build_service(
     delivery: Delivery = (
         ExactlyOnce(producer, consumer, settings.flush_timeout_s)
         if settings.exactly_once
-        else AtLeastOnce(producer, consumer, settings.flush_timeout_s)
+        else AtLeastOnce(
+            producer, consumer, settings.flush_timeout_s, settings.commit_interval_ms / 1000
+        )
     )
     watcher: ModelWatcher | None = None
 

@@ -71,6 +71,9 @@ class Batch:
         predicted, low_confidence: Predictions produced / below the threshold (worker).
         dead: Dead letters produced per error code (worker).
         inference_s: Compute time: decoding, validation, tokenisation and the model (s).
+        render_s: Deliver time spent building and queueing the output records (s).
+        acks_s: Deliver time spent waiting for the broker's acknowledgements (s).
+        commit_s: Time the main thread spent committing it (s).
         end_to_end_s: Per prediction, produced-at minus the record's Kafka timestamp (s).
     """
 
@@ -88,6 +91,9 @@ class Batch:
     low_confidence: int = 0
     dead: dict[str, int] = field(default_factory=dict)
     inference_s: float = 0.0
+    render_s: float = 0.0
+    acks_s: float = 0.0
+    commit_s: float = 0.0
     end_to_end_s: list[float] = field(default_factory=list)
 
     @classmethod
@@ -111,6 +117,9 @@ class Batch:
             "dead_lettered": sum(self.dead.values()),
             "low_confidence": self.low_confidence,
             "inference_ms": round(self.inference_s * 1000, 2),
+            "render_ms": round(self.render_s * 1000, 2),
+            "acks_ms": round(self.acks_s * 1000, 2),
+            "commit_ms": round(self.commit_s * 1000, 2),
             "batch_ms": round((time.perf_counter() - self.received) * 1000, 2),
             "model_version": self.classifier.version,
         }

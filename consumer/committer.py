@@ -18,11 +18,12 @@ the order they started). The outcomes are the settled states of :mod:`consumer.l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 
 import structlog
 
-from consumer.batch import Batch
+from consumer.batch import Batch, TopicPartitionKey
 from consumer.delivery import BatchAbortedError, CommitFailedError, Delivery
 from consumer.fetch import Fetcher
 from consumer.lifecycle import BatchState
@@ -65,6 +66,7 @@ class Committer:
         from confluent_kafka import TopicPartition
 
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+        started = time.perf_counter()
         try:
             self._delivery.commit(offsets)
         except BatchAbortedError as exc:
@@ -79,6 +81,7 @@ class Committer:
                 offsets=batch.offset_ranges(),
             )
             return BatchState.COMMIT_FAILED
+        batch.commit_s = time.perf_counter() - started
         self.metrics.count_batch(
             len(batch.records),
             batch.predicted,
@@ -89,6 +92,22 @@ class Committer:
         )
         self._log.info("batch_done", **batch.summary())
         return BatchState.COMMITTED
+
+    def commit_pending(self, partitions: Collection[TopicPartitionKey] | None = None) -> None:
+        """Commit the offsets waiting for the commit interval (idle, rebalance, shutdown).
+
+        A refused commit is counted and logged as ``commit_failed``; the offsets keep
+        waiting for the next commit (repeated after a restart, never lost).
+        """
+        try:
+            self._delivery.commit_pending(partitions)
+        except CommitFailedError as exc:
+            self.metrics.commit_failures.inc()
+            self._log.warning("commit_failed", error=str(exc), waiting=True)
+
+    def forget(self, partitions: Collection[TopicPartitionKey]) -> None:
+        """Drop the waiting offsets of lost ``partitions`` (no longer this member's)."""
+        self._delivery.forget(partitions)
 
     def _rewind(self, batch: Batch, behind: Sequence[Batch], reason: str) -> None:
         """Seek back to the first offsets of ``batch`` and ``behind``; they are read again."""

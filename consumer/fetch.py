@@ -21,6 +21,9 @@ from consumer.metrics import HealthState
 from consumer.records import RawRecord, records_of
 from consumer.settings import Settings
 
+#: With ``max_wait_ms`` 0: longest wait for the first record of a micro-batch (s); the
+#: poll loop's cadence when the stream is idle (heartbeats, health, idle commits).
+IDLE_POLL_S = 0.05
 #: Records taken per ``consume()`` while every partition is paused, and its timeout (s).
 _PAUSED_CONSUME = (64, 0.1)
 
@@ -49,7 +52,14 @@ class Fetcher:
         self._log = structlog.get_logger("consumer")
 
     def next_records(self) -> list[RawRecord]:
-        """Up to ``max_batch_size`` records: the prefetched ones, else wait ``max_wait_ms``.
+        """Up to ``max_batch_size`` records for the next micro-batch (may be empty).
+
+        The prefetched records come first. Otherwise, with ``max_wait_ms`` > 0, wait until
+        the batch is full or ``max_wait_ms`` has passed; with ``max_wait_ms`` 0 (the
+        default), wait up to :data:`IDLE_POLL_S` for the first record only and take
+        whatever else has arrived: the batch is what queued while the previous one ran, so
+        batches grow with the load instead of each waiting a fixed time (Triton's dynamic
+        batcher default, ``max_queue_delay_microseconds`` 0).
 
         Raises:
             confluent_kafka.KafkaException: a fatal consumer error.
@@ -59,7 +69,12 @@ class Fetcher:
             taken, self._stash = self._stash[:size], self._stash[size:]
             room = size - len(taken)
             return taken + (records_of(self._consumer.consume(room, 0)) if room else [])
-        return records_of(self._consumer.consume(size, self._settings.max_wait_ms / 1000))
+        if self._settings.max_wait_ms > 0:
+            return records_of(self._consumer.consume(size, self._settings.max_wait_ms / 1000))
+        first = records_of(self._consumer.consume(1, IDLE_POLL_S))
+        if not first or size == 1:
+            return first
+        return first + records_of(self._consumer.consume(size - 1, 0))
 
     def wait(self, ready: Callable[[float], bool], idle: Callable[[], None]) -> None:
         """Serve the consumer until ``ready(timeout_s)`` is true; pause if that is slow.

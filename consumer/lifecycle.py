@@ -28,7 +28,9 @@ states. What the threads wait for is a set of states (:data:`COMPUTED`, :data:`W
   is set by the main thread while the worker may still be computing; the worker moves on
   to ``DISCARDED`` when it notices, so the main thread never starts another compute
   beside it.
-* ``COMMITTED``: offsets committed (or the transaction committed with them).
+* ``COMMITTED``: offsets committed (or the transaction committed with them); at least
+  once with a commit interval, possibly still waiting for the interval's commit
+  (:class:`consumer.delivery.AtLeastOnce`).
 * ``COMMIT_FAILED``: at-least-once only: the output is durable but the offset commit
   failed. Nothing is rewound and the batch behind it still delivers; the records are read
   again after a restart or rebalance unless a later commit of their partitions covers

@@ -79,7 +79,9 @@ class ClassifierService:
         self.classifier = classifier
         self._consumer = consumer
         self._producer = producer
-        self._delivery = delivery or AtLeastOnce(producer, consumer, settings.flush_timeout_s)
+        self._delivery = delivery or AtLeastOnce(
+            producer, consumer, settings.flush_timeout_s, settings.commit_interval_ms / 1000
+        )
         self.metrics = metrics or Metrics()
         self.health = health or HealthState(stuck_after_s=settings.stuck_after_s)
         self._watcher = watcher
@@ -145,7 +147,8 @@ class ClassifierService:
                 if previous is not None:
                     self._finish(previous)
                     previous = None
-                if batch is None:
+                if batch is None:  # idle: commit what waits for the commit interval
+                    self._committer.commit_pending()
                     continue
                 if overlap:  # deliver and commit it while the next batch computes
                     self._wait(batch, COMPUTED)
@@ -182,6 +185,7 @@ class ClassifierService:
     def _shutdown(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+        self._committer.commit_pending()  # only acknowledged batches' offsets ever wait
         self._consumer.close()  # leaves the group; nothing is auto-committed
         remaining = self._producer.flush(1.0 if self._abandoned else self.settings.flush_timeout_s)
         totals = self.metrics.totals()
@@ -300,6 +304,7 @@ class ClassifierService:
             # Finish and commit what was taken from these partitions before giving them up.
             while self._inflight:
                 self._complete(self._inflight[0])
+        self._committer.commit_pending(_keys(partitions))
         self._fetcher.release(_keys(partitions))
         self.metrics.forget_partitions(sorted(_keys(partitions)))
         self._log.info("partitions_revoked", partitions=_describe(partitions))
@@ -309,6 +314,7 @@ class ClassifierService:
         # by this member: they are aborted and rewound when completed (see _commit).
         self.metrics.rebalances.labels("lost").inc()
         self._fetcher.lose(_keys(partitions))
+        self._committer.forget(_keys(partitions))
         self.metrics.forget_partitions(sorted(_keys(partitions)))
         self._log.warning("partitions_lost", partitions=_describe(partitions))
 

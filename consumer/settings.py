@@ -82,10 +82,12 @@ class Settings(BaseSettings):
         default=256, ge=1, le=100_000, description="Most messages in one micro-batch."
     )
     max_wait_ms: int = Field(
-        default=50,
+        default=0,
         ge=0,
         le=60_000,
-        description="Longest time (ms) to wait for a micro-batch to fill before running it.",
+        description="Longest time (ms) to wait for a micro-batch to fill before running it. "
+        "0: no fill wait: a batch is whatever arrived while the previous one ran (batches "
+        "grow with the load).",
     )
     max_batches_in_flight: int = Field(
         default=2,
@@ -93,6 +95,15 @@ class Settings(BaseSettings):
         le=2,
         description="2: the next micro-batch is decoded, tokenised and run through the model "
         "while the previous one is produced and committed; 1: one batch at a time.",
+    )
+    commit_interval_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=60_000,
+        description="At-least-once: least time (ms) between two offset commits; the offsets "
+        "of the batches in between wait and are committed together (and at once when the "
+        "stream goes idle, in a rebalance and at shutdown). A crash repeats at most this much "
+        "output, never loses any. 0: commit after every batch.",
     )
     top_k: int = Field(default=3, ge=1, description="Classes listed in each prediction's top_k.")
     flush_timeout_s: float = Field(

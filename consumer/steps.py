@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from consumer.isolation import InvalidRecordError, Rejection, describe_exception, isolate
 from consumer.parsing import RecordLimits, parse_input
 from consumer.records import RawRecord, dead_letter
-from schemas import ClassProbability, DeadLetter, ErrorCode, InputMessage, Prediction
+from schemas import DeadLetter, ErrorCode, InputMessage
+from schemas.prediction_json import prediction_json
 
 #: Largest Kafka key a minimal dead letter keeps (bytes); a larger one is dropped (null key).
 MINIMAL_LETTER_MAX_KEY_BYTES = 4_096
@@ -44,7 +45,8 @@ class RenderedPrediction:
     """A prediction's wire value and what the service counts about it.
 
     Attributes:
-        value: UTF-8 JSON of :class:`schemas.Prediction`.
+        value: UTF-8 JSON of :class:`schemas.Prediction`
+            (:func:`schemas.prediction_json.prediction_json`).
         low_confidence: Confidence below the service's threshold.
         end_to_end_s: Produced-at minus the record's Kafka timestamp (s), if it has one.
     """
@@ -88,22 +90,22 @@ def render_prediction(
     def render() -> RenderedPrediction:
         now = datetime.now(UTC)
         low = top[0][1] < low_confidence_threshold
-        prediction = Prediction(
-            id=message.id,
-            label=top[0][0],
-            confidence=top[0][1],
-            top_k=[ClassProbability(label=label, probability=p) for label, p in top],
-            model_version=model_version,
-            source=record.source,
-            input_timestamp=record.timestamp,
-            produced_at=now,
-            latency_ms=round((time.perf_counter() - received) * 1000, 3),
-            low_confidence=low,
+        value = prediction_json(
+            message.id,
+            top,
+            model_version,
+            now,
+            round((time.perf_counter() - received) * 1000, 3),
+            low,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
         )
         lag = None
         if record.timestamp_ms is not None:
             lag = max(0.0, now.timestamp() - record.timestamp_ms / 1000)
-        return RenderedPrediction(prediction.model_dump_json().encode(), low, lag)
+        return RenderedPrediction(value, low, lag)
 
     return isolate(render)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,10 @@ class _Delivery:
         self.committed_offsets.append(offsets[0].offset)
 
     def abort(self) -> None: ...
+
+    def commit_pending(self, partitions: Collection[tuple[str, int]] | None = None) -> None: ...
+
+    def forget(self, partitions: Collection[tuple[str, int]]) -> None: ...
 
 
 class _Classifier:
