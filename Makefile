@@ -6,11 +6,14 @@ PYTHON ?= python3
 VENV ?= .venv
 DATA_DIR ?= ../shared/datasets
 BIN := $(VENV)/bin
+# The benchmark's peer frameworks (bench/peers) pin older libraries: their own virtualenv.
+PEERS_VENV ?= .venv-peers
 
 export CLASSIFIER_DATA_DIR ?= $(abspath $(DATA_DIR))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo api test lint unit integration broker-start broker-stop k8s-validate clean
+.PHONY: install demo api test lint unit integration broker-start broker-stop k8s-validate clean \
+	peers-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,15 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 install: $(BIN)/.installed
+
+$(PEERS_VENV)/bin/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -e '.[peers]'
+	touch $@
+
+# Quix Streams, MLServer, faust-streaming for `python -m bench.peers` and its smoke test
+peers-venv: $(PEERS_VENV)/bin/.installed
 
 demo: install
 	$(BIN)/python deploy/demo.py --data-dir "$(CLASSIFIER_DATA_DIR)"
@@ -51,4 +63,4 @@ broker-stop:
 
 clean:
 	-$(PYTHON) deploy/local_kafka.py stop
-	rm -rf $(VENV) .kafka artifacts .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PEERS_VENV) .kafka artifacts .mypy_cache .ruff_cache .pytest_cache

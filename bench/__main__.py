@@ -5,6 +5,8 @@ Examples::
     python -m bench --data-dir ../shared/datasets                       # the full run
     python -m bench --data-dir ../shared/datasets --quick --no-e2e      # CI smoke test
     python -m bench --data-dir ../shared/datasets --no-cpu --no-http --processes 1,2
+    python -m bench --data-dir ../shared/datasets --no-cpu --no-http --no-restart --no-reload \
+        --processes 1,2 --peers quix,faust,mlserver    # the peer frameworks' table
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--naive-sample", type=int, default=200, help="messages for stage 1")
     p.add_argument("--batch-size", type=int, default=256, help="stage 2/3 batch size")
     p.add_argument("--max-batch-size", type=int, default=256, help="consumer --max-batch-size")
-    p.add_argument("--max-wait-ms", type=int, default=50, help="consumer --max-wait-ms")
+    p.add_argument("--max-wait-ms", type=int, default=0, help="consumer --max-wait-ms")
     p.add_argument(
         "--consumer-args",
         default="",
@@ -93,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="{}",
         help="JSON EngineConfig overrides for stage 3, e.g. '{\"workers\": 1}'",
     )
+    from bench.peers.stage import add_arguments as add_peer_arguments
+
+    add_peer_arguments(p)  # the peers stage: --peers, --no-peers, --peers-smoke, ...
     return p
 
 
@@ -224,6 +229,18 @@ def main(argv: list[str] | None = None) -> int:
                             stream["e2e"] = result
                         else:  # stage 4 again, with more (or fewer) processes
                             stream.setdefault("e2e_processes", {})[str(count)] = result
+                if not args.no_peers:  # the peer frameworks (bench/peers), when .venv-peers exists
+                    from bench.peers.stage import run_stage
+
+                    say("peers: the project and the peer frameworks, same broker/bundle/streams")
+                    results["peers"] = run_stage(
+                        args,
+                        bootstrap,
+                        bundle,
+                        {n: load_stream(n, data_dir, 1).distinct for n in streams},
+                        log_dir,
+                        say,
+                    )
                 if not args.no_restart:
                     texts = load_stream("short", data_dir, 1).distinct
                     results["restart"] = {}

@@ -110,6 +110,45 @@ def log_lines(log_path: Path) -> int:
     return len(log_path.read_bytes().splitlines())
 
 
+def consumer_args(
+    bundle: Path,
+    bootstrap: str,
+    topics: Mapping[str, str],
+    group_id: str,
+    max_batch_size: int,
+    max_wait_ms: int,
+    processes: int = 1,
+) -> list[str]:
+    """``python -m consumer`` flags of a benchmark run (no metrics port, no reload polling).
+
+    Args:
+        topics: ``in``, ``out`` and ``dlq`` topic names.
+
+    Raises:
+        E2EError: ``processes`` > 1 and the consumer has no ``--processes`` flag.
+    """
+    flags = consumer_flags()
+    args = [
+        "--bundle", str(bundle),
+        "--bootstrap-servers", bootstrap,
+        "--input-topic", topics["in"],
+        "--output-topic", topics["out"],
+        "--dead-letter-topic", topics["dlq"],
+        "--group-id", group_id,
+        "--max-batch-size", str(max_batch_size),
+        "--max-wait-ms", str(max_wait_ms),
+    ]  # fmt: skip
+    optional = {"--metrics-port": "0", "--reload-interval-s": "0"}
+    for flag, value in optional.items():
+        if flag in flags:
+            args += [flag, value]
+    if processes != 1:
+        if "--processes" not in flags:
+            raise E2EError("this consumer has no --processes flag")
+        args += ["--processes", str(processes)]
+    return args
+
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -170,25 +209,10 @@ def run_stream(
     run = uuid.uuid4().hex[:8]
     topics = {k: f"bench-{run}-{name}-{k}" for k in ("in", "out", "dlq")}
     create_topics(bootstrap, list(topics.values()))
-    flags = consumer_flags()
-    args = [
-        "--bundle", str(bundle),
-        "--bootstrap-servers", bootstrap,
-        "--input-topic", topics["in"],
-        "--output-topic", topics["out"],
-        "--dead-letter-topic", topics["dlq"],
-        "--group-id", f"bench-{run}",
-        "--max-batch-size", str(max_batch_size),
-        "--max-wait-ms", str(max_wait_ms),
-    ]  # fmt: skip
-    optional = {"--metrics-port": "0", "--reload-interval-s": "0"}
-    for flag, value in optional.items():
-        if flag in flags:
-            args += [flag, value]
+    args = consumer_args(
+        bundle, bootstrap, topics, f"bench-{run}", max_batch_size, max_wait_ms, processes
+    )
     if processes != 1:
-        if "--processes" not in flags:
-            raise E2EError("this consumer has no --processes flag")
-        args += ["--processes", str(processes)]
         profile = False  # py-spy would sample the supervisor, which does no work
     args += list(extra_args)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -284,8 +308,12 @@ def run_stream(
 # ----------------------------------------------------------------------------- profiling
 
 
-def _start_profile(pid: int, out_prefix: Path) -> subprocess.Popen[bytes] | None:
+def _start_profile(
+    pid: int, out_prefix: Path, subprocesses: bool = False
+) -> subprocess.Popen[bytes] | None:
     """Start ``py-spy record`` on ``pid`` (raw collapsed stacks, all threads).
+
+    ``subprocesses`` samples ``pid``'s child processes too.
 
     Returns ``None`` when py-spy is not installed.
     """
@@ -297,6 +325,7 @@ def _start_profile(pid: int, out_prefix: Path) -> subprocess.Popen[bytes] | None
         [
             str(exe), "record", "--pid", str(pid), "--rate", "97", "--format", "raw",
             "--threads", "--nonblocking", "--output", str(out_prefix.with_suffix(".txt")),
+            *(["--subprocesses"] if subprocesses else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

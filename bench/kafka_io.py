@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -61,8 +61,10 @@ def broker(bootstrap: str | None, state_root: Path) -> Iterator[str]:
         local_kafka.stop(state_dir=state, wipe=True)
 
 
-def create_topics(bootstrap: str, names: Sequence[str]) -> None:
-    """Create ``names`` with 3 partitions each and wait until they are usable.
+def create_topics(
+    bootstrap: str, names: Sequence[str], config: Mapping[str, str] | None = None
+) -> None:
+    """Create ``names`` with 3 partitions each (topic ``config``) and wait until usable.
 
     Raises:
         E2EError: creation failed or timed out.
@@ -72,7 +74,12 @@ def create_topics(bootstrap: str, names: Sequence[str]) -> None:
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
-        [NewTopic(n, num_partitions=TOPIC_PARTITIONS, replication_factor=1) for n in names],
+        [
+            NewTopic(
+                n, num_partitions=TOPIC_PARTITIONS, replication_factor=1, config=dict(config or {})
+            )
+            for n in names
+        ],
         operation_timeout=30,
     )
     for name, future in futures.items():
@@ -93,8 +100,11 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
     """Delete ``names`` (best effort)."""
     from confluent_kafka.admin import AdminClient
 
-    try:
-        AdminClient({"bootstrap.servers": bootstrap}).delete_topics(list(names))
+    try:  # wait for the answers: a client dropped at once may never send the request
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        futures = admin.delete_topics(list(names), operation_timeout=30)
+        for future in futures.values():
+            future.result(timeout=30)
     except Exception as exc:  # cleanup must not hide the results
         print(f"warning: could not delete topics {names}: {exc}", file=sys.stderr)
 
@@ -135,21 +145,39 @@ def _producer(bootstrap: str, linger_ms: int) -> Any:
     )
 
 
+#: Record headers, as confluent-kafka takes them.
+Headers = Sequence[tuple[str, bytes]]
+#: ``(message id, text) -> record value``.
+Encoder = Callable[[str, str], bytes]
+
+
 def _value(message_id: str, text: str) -> bytes:
     return json.dumps({"id": message_id, "text": text}).encode()
 
 
-def _produce(producer: Any, topic: str, key: bytes, value: bytes) -> None:
+def _produce(producer: Any, topic: str, key: bytes, value: bytes, headers: Headers = ()) -> None:
     while True:
         try:
-            producer.produce(topic, value=value, key=key)
+            if headers:
+                producer.produce(topic, value=value, key=key, headers=list(headers))
+            else:
+                producer.produce(topic, value=value, key=key)
             return
         except BufferError:
             producer.poll(0.05)
 
 
-def produce_all(bootstrap: str, topic: str, prefix: str, texts: Sequence[str]) -> float:
+def produce_all(
+    bootstrap: str,
+    topic: str,
+    prefix: str,
+    texts: Sequence[str],
+    encode: Encoder = _value,
+    headers: Headers = (),
+) -> float:
     """Produce ``texts`` as fast as possible (ids ``<prefix>-<i>``) and flush.
+
+    Values are ``{"id", "text"}`` JSON unless ``encode`` makes them; ``headers`` go on each.
 
     Returns:
         The wall-clock time (``time.time()``) when the last one was acknowledged.
@@ -160,7 +188,7 @@ def produce_all(bootstrap: str, topic: str, prefix: str, texts: Sequence[str]) -
     producer = _producer(bootstrap, linger_ms=20)
     for i, text in enumerate(texts):
         key = f"{prefix}-{i}"
-        _produce(producer, topic, key.encode(), _value(key, text))
+        _produce(producer, topic, key.encode(), encode(key, text), headers)
         if i % 1000 == 0:
             producer.poll(0)
     if producer.flush(120):
@@ -169,9 +197,17 @@ def produce_all(bootstrap: str, topic: str, prefix: str, texts: Sequence[str]) -
 
 
 def produce_paced(
-    bootstrap: str, topic: str, prefix: str, texts: Sequence[str], rate: float
+    bootstrap: str,
+    topic: str,
+    prefix: str,
+    texts: Sequence[str],
+    rate: float,
+    encode: Encoder = _value,
+    headers: Headers = (),
 ) -> dict[str, float]:
     """Produce ``texts`` at ``rate`` messages/s with librdkafka's default ``linger.ms=5``.
+
+    Values and headers as in :func:`produce_all`.
 
     Open loop: message ``i`` is due ``i / rate`` s after the start; late ones are sent at
     once, never skipped. The producer shares the cores with the consumer and the broker, so
@@ -184,13 +220,13 @@ def produce_paced(
     """
     producer = _producer(bootstrap, linger_ms=5)
     keys = [f"{prefix}-{i}" for i in range(len(texts))]
-    records = [(k.encode(), _value(k, t)) for k, t in zip(keys, texts, strict=True)]
+    records = [(k.encode(), encode(k, t)) for k, t in zip(keys, texts, strict=True)]
     began = time.perf_counter()
     sent = 0
     while sent < len(records):
         due = min(len(records), int((time.perf_counter() - began) * rate) + 1)
         for key, value in records[sent:due]:
-            _produce(producer, topic, key, value)
+            _produce(producer, topic, key, value, headers)
         sent = max(sent, due)
         producer.poll(0)
         if sent < len(records):

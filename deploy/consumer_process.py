@@ -34,6 +34,8 @@ class ConsumerProcess:
             ``TF_CPP_MIN_LOG_LEVEL=2`` that keeps TensorFlow's C++ lines out of the log).
         ready_event: The log event :meth:`wait_assigned` waits for; default
             ``partitions_assigned``, or ``workers_ready`` when ``args`` has ``--processes``.
+        command: The program run with ``args`` instead of ``python -m consumer`` (the
+            benchmark's peer frameworks, ``[python, "-m", "bench.peers.quix_app"]``).
     """
 
     def __init__(
@@ -42,13 +44,14 @@ class ConsumerProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         ready_event: str | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.log_path = log_path
         supervised = "--processes" in args and args[list(args).index("--processes") + 1] != "1"
         self.ready_event = ready_event or ("workers_ready" if supervised else "partitions_assigned")
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer", *args],
+            [*(command or (sys.executable, "-m", "consumer")), *args],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
