@@ -29,6 +29,9 @@ from consumer.fetch import Fetcher
 from consumer.lifecycle import BatchState
 from consumer.metrics import Metrics
 
+#: After a refused idle commit, the least time (s) before the idle loop tries again.
+IDLE_RETRY_S = 5.0
+
 
 class Committer:
     """Commits, or aborts and rewinds, delivered batches (see module docstring).
@@ -43,6 +46,7 @@ class Committer:
         self._delivery = delivery
         self._fetcher = fetcher
         self.metrics = metrics
+        self._idle_refused_at: float | None = None
         self._log = structlog.get_logger("consumer")
 
     def commit(self, batch: Batch, behind: Sequence[Batch]) -> BatchState:
@@ -93,17 +97,33 @@ class Committer:
         self._log.info("batch_done", **batch.summary())
         return BatchState.COMMITTED
 
-    def commit_pending(self, partitions: Collection[TopicPartitionKey] | None = None) -> None:
-        """Commit the offsets waiting for the commit interval (idle, rebalance, shutdown).
+    def commit_pending(self, partitions: Collection[TopicPartitionKey] | None = None) -> bool:
+        """Commit the offsets waiting for the commit interval (rebalance, shutdown).
 
         A refused commit is counted and logged as ``commit_failed``; the offsets keep
         waiting for the next commit (repeated after a restart, never lost).
+
+        Returns:
+            False when the broker refused the commit.
         """
         try:
             self._delivery.commit_pending(partitions)
         except CommitFailedError as exc:
             self.metrics.commit_failures.inc()
             self._log.warning("commit_failed", error=str(exc), waiting=True)
+            return False
+        return True
+
+    def commit_idle(self) -> None:
+        """:meth:`commit_pending` when the stream is idle.
+
+        After a refusal it is tried again at most every :data:`IDLE_RETRY_S`, not on every
+        empty poll.
+        """
+        now = time.monotonic()
+        if self._idle_refused_at is not None and now - self._idle_refused_at < IDLE_RETRY_S:
+            return
+        self._idle_refused_at = None if self.commit_pending() else now
 
     def forget(self, partitions: Collection[TopicPartitionKey]) -> None:
         """Drop the waiting offsets of lost ``partitions`` (no longer this member's)."""

@@ -206,12 +206,17 @@ class AtLeastOnce(_Producing):
         offsets = [self._waiting[k] for k in keys]
         self._last_commit = time.monotonic()
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            results = self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             raise CommitFailedError(f"offsets not committed: {exc}") from exc
+        refused = {
+            (r.topic, r.partition): r.error for r in results or () if r.error is not None
+        }  # a commit can succeed for some partitions and fail for others
         for key, tp in zip(keys, offsets, strict=True):
-            if self._waiting.get(key) is tp:  # not replaced by a later batch's meanwhile
+            if key not in refused and self._waiting.get(key) is tp:  # not replaced meanwhile
                 del self._waiting[key]
+        if refused:
+            raise CommitFailedError(f"offsets not committed: {sorted(refused.items())}")
 
     def forget(self, partitions: Collection[tuple[str, int]]) -> None:
         """Drop the waiting offsets of lost ``partitions``."""

@@ -68,13 +68,28 @@ class Fetcher:
         if self._stash:
             taken, self._stash = self._stash[:size], self._stash[size:]
             room = size - len(taken)
-            return taken + (records_of(self._consumer.consume(room, 0)) if room else [])
+            return self._owned(taken, self._consume(room, 0) if room else [])
         if self._settings.max_wait_ms > 0:
-            return records_of(self._consumer.consume(size, self._settings.max_wait_ms / 1000))
-        first = records_of(self._consumer.consume(1, IDLE_POLL_S))
+            return self._consume(size, self._settings.max_wait_ms / 1000)
+        first = self._consume(1, IDLE_POLL_S)
         if not first or size == 1:
             return first
-        return first + records_of(self._consumer.consume(size - 1, 0))
+        return self._owned(first, self._consume(size - 1, 0))
+
+    def _consume(self, count: int, timeout_s: float) -> list[RawRecord]:
+        """One ``consume()``; its rebalance callbacks may release partitions meanwhile."""
+        return records_of(self._consumer.consume(count, timeout_s))
+
+    def _owned(self, held: list[RawRecord], fetched: list[RawRecord]) -> list[RawRecord]:
+        """``held + fetched``, without ``held`` records of partitions released while fetching.
+
+        ``held`` was taken before a ``consume()`` whose rebalance callbacks may have revoked
+        or lost their partitions (:meth:`release` cannot drop what it does not hold); the new
+        owner reads them from its committed offset.
+        """
+        if any((r.topic, r.partition) not in self.assigned for r in held):
+            held = [r for r in held if (r.topic, r.partition) in self.assigned]
+        return held + fetched
 
     def wait(self, ready: Callable[[float], bool], idle: Callable[[], None]) -> None:
         """Serve the consumer until ``ready(timeout_s)`` is true; pause if that is slow.

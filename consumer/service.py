@@ -143,12 +143,13 @@ class ClassifierService:
             while not self._stopping:
                 self.health.beat()
                 self._swap_model_if_new()
-                batch = self._start_batch(self._fetcher.next_records())
+                losses = self._fetcher.losses  # a loss during the fetch rewinds the batch
+                batch = self._start_batch(self._fetcher.next_records(), losses)
                 if previous is not None:
                     self._finish(previous)
                     previous = None
                 if batch is None:  # idle: commit what waits for the commit interval
-                    self._committer.commit_pending()
+                    self._committer.commit_idle()
                     continue
                 if overlap:  # deliver and commit it while the next batch computes
                     self._wait(batch, COMPUTED)
@@ -185,7 +186,11 @@ class ClassifierService:
     def _shutdown(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
-        self._committer.commit_pending()  # only acknowledged batches' offsets ever wait
+        if not self._abandoned:  # only acknowledged batches' offsets ever wait
+            try:  # (abandoned: a broker that failed the service could hold this 45 s)
+                self._committer.commit_pending()
+            except Exception as exc:  # closing the consumer still matters more
+                self._log.warning("commit_failed", error=describe_exception(exc), waiting=True)
         self._consumer.close()  # leaves the group; nothing is auto-committed
         remaining = self._producer.flush(1.0 if self._abandoned else self.settings.flush_timeout_s)
         totals = self.metrics.totals()
@@ -202,12 +207,17 @@ class ClassifierService:
 
     # -- the main thread's side of a batch ---------------------------------------------
 
-    def _start_batch(self, records: list[RawRecord]) -> Batch | None:
-        """Start a worker on ``records``; it delivers once the batch in flight before it settles."""
+    def _start_batch(self, records: list[RawRecord], losses_seen: int) -> Batch | None:
+        """Start a worker on ``records``; it delivers once the batch in flight before it settles.
+
+        Args:
+            records: The batch's records.
+            losses_seen: :attr:`Fetcher.losses` before they were fetched.
+        """
         if not records:
             return None
         ahead = self._inflight[-1].life if self._inflight else None
-        batch = Batch.of(records, self.classifier, self._lifecycles.new(), self._fetcher.losses)
+        batch = Batch.of(records, self.classifier, self._lifecycles.new(), losses_seen)
         # With --log-level DEBUG the last of these before a native crash names its records.
         self._log.debug("batch_started", size=len(records), offsets=batch.offset_ranges())
         self._inflight.append(batch)
@@ -304,7 +314,10 @@ class ClassifierService:
             # Finish and commit what was taken from these partitions before giving them up.
             while self._inflight:
                 self._complete(self._inflight[0])
-        self._committer.commit_pending(_keys(partitions))
+        try:  # the new owner starts from what is committed now: never commit them later
+            self._committer.commit_pending(_keys(partitions))
+        finally:
+            self._committer.forget(_keys(partitions))
         self._fetcher.release(_keys(partitions))
         self.metrics.forget_partitions(sorted(_keys(partitions)))
         self._log.info("partitions_revoked", partitions=_describe(partitions))
