@@ -247,12 +247,12 @@ def run_stream(
 
         since = log_lines(consumer.log_path)
         saturation = [next(cycle) for _ in range(messages)]
-        spy = _start_profile(consumer.pid, log_dir / f"profile-{name}") if profile else None
+        spy = start_profile(consumer.pid, log_dir / f"profile-{name}") if profile else None
         flushed_at = produce_all(bootstrap, topics["in"], "sat", saturation)
         expected += len(saturation)
         wait_for(bootstrap, topics["out"], expected, 3600)
         if spy is not None:
-            result["profile"] = _stop_profile(spy, log_dir / f"profile-{name}")
+            result["profile"] = stop_profile(spy, log_dir / f"profile-{name}")
         result["saturation_batches"] = batch_log_summary(consumer.log_path, since)
         preds = read_predictions(bootstrap, topics["out"], expected)
         sat = _select(preds, "sat")
@@ -308,7 +308,7 @@ def run_stream(
 # ----------------------------------------------------------------------------- profiling
 
 
-def _start_profile(
+def start_profile(
     pid: int, out_prefix: Path, subprocesses: bool = False
 ) -> subprocess.Popen[bytes] | None:
     """Start ``py-spy record`` on ``pid`` (raw collapsed stacks, all threads).
@@ -332,7 +332,7 @@ def _start_profile(
     )  # fmt: skip
 
 
-def _stop_profile(spy: subprocess.Popen[bytes], out_prefix: Path) -> dict[str, Any]:
+def stop_profile(spy: subprocess.Popen[bytes], out_prefix: Path) -> dict[str, Any]:
     """Stop py-spy (SIGINT makes it write its output) and summarise the stacks."""
     spy.send_signal(signal.SIGINT)
     try:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streams", default="short,long")
     p.add_argument("--quick", action="store_true", help="tiny sizes")
     p.add_argument("--max-batch-size", type=int, default=256)
-    p.add_argument("--max-wait-ms", type=int, default=50)
+    p.add_argument("--max-wait-ms", type=int, default=0, help="the project's --max-wait-ms")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="writes <out>.md and <out>.json")
     stage.add_arguments(p)
     args = p.parse_args(argv)

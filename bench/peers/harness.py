@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.e2e import _start_profile, _stop_profile, consumer_args, percentiles_ms
+from bench.e2e import consumer_args, percentiles_ms, start_profile, stop_profile
 from bench.kafka_io import (
     E2EError,
     Encoder,
@@ -110,7 +110,11 @@ class Plan:
     paced_load: float = 0.5
     paced_s: float = 20.0
     max_batch_size: int = 256
-    max_wait_ms: int = 50
+    #: The project's ``--max-wait-ms`` (its own default: 0, no fill wait).
+    max_wait_ms: int = 0
+    #: The peers' batching window: faust's ``stream.take(within=)``, MLServer's
+    #: ``max_batch_time`` (a time cap is how both of them batch; 0 would disable it).
+    peer_max_wait_ms: int = 50
     smoke: bool = False
     profile: bool = False
 
@@ -190,7 +194,7 @@ def _start(
         "--group-id", group,
         "--inference", system.inference,
         "--max-batch-size", str(plan.max_batch_size),
-        "--max-wait-ms", str(plan.max_wait_ms),
+        "--max-wait-ms", str(plan.peer_max_wait_ms),
     ]  # fmt: skip
     command = [str(PEERS_VENV / "bin" / "python"), "-m", module]
     return ConsumerProcess(args, log, env=env, ready_event="peer_ready", command=command)
@@ -335,14 +339,14 @@ def run_system(
             backlog = [next(cycle) for _ in range(n)]
             spy = None
             if plan.profile:
-                spy = _start_profile(proc.pid, log_dir / f"profile-peers-{stream}-{slug}", True)
+                spy = start_profile(proc.pid, log_dir / f"profile-peers-{stream}-{slug}", True)
             flushed_at = produce_all(bootstrap, topics["in"], "sat", backlog, encode, headers)
             cpu0, _ = tree_usage(proc.pid)
             have += n
             wait_for(bootstrap, topics["out"], have, max(300.0, 5 * n / warm_rate))
             cpu1, _ = tree_usage(proc.pid)
             if spy is not None:
-                result["profile"] = _stop_profile(spy, log_dir / f"profile-peers-{stream}-{slug}")
+                result["profile"] = stop_profile(spy, log_dir / f"profile-peers-{stream}-{slug}")
             result["saturation"] = {"messages": n, "flushed_at": flushed_at, "cpu_s": cpu1 - cpu0}
             rate = _saturated_rate(bootstrap, topics["out"], flushed_at)
             paced_n = max(20, int(plan.paced_load * rate * plan.paced_s))

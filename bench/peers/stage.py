@@ -46,6 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a slow system's backlog: about this many seconds of its warm-up rate",
     )
     g.add_argument("--peer-paced-s", type=float, default=20.0, help="paced phase length (s)")
+    g.add_argument(
+        "--peer-max-wait-ms",
+        type=int,
+        default=50,
+        help="the peers' batching window: faust take(within=), MLServer max_batch_time (ms)",
+    )
     g.add_argument("--peer-profile", action="store_true", help="py-spy each system (saturated)")
     g.add_argument("--cpu-lock", type=Path, help="flock this file around each system's run")
 
@@ -54,7 +60,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
     """The run sizes the options ask for (``--quick``: tiny; ``--peers-smoke``: labels only)."""
     if args.peers_smoke:
         return Plan(agree=SMOKE_MESSAGES, smoke=True, max_batch_size=args.max_batch_size,
-                    max_wait_ms=args.max_wait_ms)  # fmt: skip
+                    max_wait_ms=args.max_wait_ms,
+                    peer_max_wait_ms=args.peer_max_wait_ms)  # fmt: skip
     quick = bool(getattr(args, "quick", False))
     return Plan(
         agree=min(args.peer_agree, 100) if quick else args.peer_agree,
@@ -64,6 +71,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         paced_s=min(args.peer_paced_s, 3.0) if quick else args.peer_paced_s,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
+        peer_max_wait_ms=args.peer_max_wait_ms,
         profile=args.peer_profile,
     )
 
