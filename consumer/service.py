@@ -315,7 +315,8 @@ class ClassifierService:
             while self._inflight:
                 self._complete(self._inflight[0])
         try:  # the new owner starts from what is committed now: never commit them later
-            self._committer.commit_pending(_keys(partitions))
+            if not self._abandoned:  # (close() revokes too; see _shutdown)
+                self._committer.commit_pending(_keys(partitions))
         finally:
             self._committer.forget(_keys(partitions))
         self._fetcher.release(_keys(partitions))

@@ -66,7 +66,10 @@ def test_held_out_articles_stream_through_with_a_restart(
     bad = [(key, value) for key, (value, _) in MALFORMED.items()]
     # Interleave the malformed messages with the articles so they share micro-batches.
     stream = valid[:100] + bad[:4] + valid[100:300] + bad[4:] + valid[300:]
-    produce(kafka_bootstrap, topics.input, stream)
+    # The second half is produced only after the first run stopped, so the first run stops
+    # mid-stream however fast it is.
+    half = len(stream) // 2
+    produce(kafka_bootstrap, topics.input, stream[:half])
 
     group = f"classifier-{uuid.uuid4().hex[:8]}"
     log_path = tmp_path / "consumer.log"
@@ -84,6 +87,7 @@ def test_held_out_articles_stream_through_with_a_restart(
         collector.poll_until(lambda c: False, timeout_s=2)  # drain what the first run wrote
         after_first = len(collector.predictions)
         assert 0 < after_first < len(valid), "the first run must stop mid-stream"
+        produce(kafka_bootstrap, topics.input, stream[half:])
 
         # Second run in the same group resumes from the committed offsets.
         second = start_consumer(
