@@ -41,6 +41,18 @@ class Output:
     value: dict[str, Any]
 
 
+def output_of(message: Any) -> Output:
+    """A consumed output or dead-letter record as :class:`Output` (asserts it is complete)."""
+    assert message.error() is None, message.error()
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    value = message.value()
+    assert topic is not None
+    assert partition is not None
+    assert offset is not None
+    assert value is not None
+    return Output(topic, partition, offset, message.key(), json.loads(value))
+
+
 def start_consumer(
     bundle: Path,
     bootstrap: str,
@@ -149,16 +161,10 @@ class Collector:
         deadline = time.monotonic() + timeout_s
         while not done(self) and time.monotonic() < deadline:
             for m in self._consumer.consume(500, 0.5):
-                assert m.error() is None, m.error()
-                topic, partition, offset, value = m.topic(), m.partition(), m.offset(), m.value()
-                assert topic is not None
-                assert partition is not None
-                assert offset is not None
-                assert value is not None
-                out = Output(topic, partition, offset, m.key(), json.loads(value))
-                if topic == self.topics.output:
+                out = output_of(m)
+                if out.topic == self.topics.output:
                     self.predictions.append(out)
-                elif topic == self.review_topic:
+                elif out.topic == self.review_topic:
                     self.reviews.append(out)
                 else:
                     self.dead_letters.append(out)

@@ -84,6 +84,7 @@ from tests.integration.streaming import (
     held_out_articles,
     log_events,
     model_dir_serving,
+    output_of,
     produce,
     publish_version,
     start_consumer,
@@ -314,14 +315,8 @@ class Reader:
     def poll(self, timeout_s: float = 0.2, batch: int = 500) -> None:
         """Read what comes within ``timeout_s``, or the first ``batch`` records."""
         for m in self._consumer.consume(batch, timeout_s):
-            assert m.error() is None, m.error()
-            topic, partition, offset, value = m.topic(), m.partition(), m.offset(), m.value()
-            assert topic is not None
-            assert partition is not None
-            assert offset is not None
-            assert value is not None
-            out = Output(topic, partition, offset, m.key(), json.loads(value))
-            (self.predictions if topic == self._output else self.dead_letters).append(out)
+            out = output_of(m)
+            (self.predictions if out.topic == self._output else self.dead_letters).append(out)
 
     def poll_until(
         self,
