@@ -12,8 +12,8 @@ PEERS_VENV ?= .venv-peers
 export CLASSIFIER_DATA_DIR ?= $(abspath $(DATA_DIR))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo api test lint unit integration broker-start broker-stop k8s-validate clean \
-	peers-venv
+.PHONY: install demo api test lint unit integration broker-start broker-stop registry-start \
+	registry-stop k8s-validate clean peers-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,15 @@ broker-start:
 broker-stop:
 	$(PYTHON) deploy/local_kafka.py stop
 
+# Confluent-compatible Schema Registry (Apicurio) at http://127.0.0.1:8081/apis/ccompat/v7,
+# storage in .registry/data (kept across restarts; `deploy/local_registry.py stop --wipe` drops it)
+registry-start:
+	$(PYTHON) deploy/local_registry.py start
+
+registry-stop:
+	$(PYTHON) deploy/local_registry.py stop
+
 clean:
 	-$(PYTHON) deploy/local_kafka.py stop
-	rm -rf $(VENV) $(PEERS_VENV) .kafka artifacts .mypy_cache .ruff_cache .pytest_cache
+	-$(PYTHON) deploy/local_registry.py stop
+	rm -rf $(VENV) $(PEERS_VENV) .kafka .registry artifacts .mypy_cache .ruff_cache .pytest_cache

@@ -1,1 +1,1 @@
-"""Deployment helpers: the local Kafka broker launcher and the Quickstart demo."""
+"""Deployment helpers: local Kafka broker and Schema Registry launchers, the Quickstart demo."""

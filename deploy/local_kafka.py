@@ -187,8 +187,11 @@ def check_pom_version(pom: Path = POM_PATH) -> None:
 # ------------------------------------------------------------------ prerequisites
 
 
-def _java_executable() -> str:
-    """Return the ``java`` to use ($JAVA_HOME first, then PATH), checking it is 17+."""
+def _java_executable(needed_by: str = f"Apache Kafka {KAFKA_VERSION}") -> str:
+    """Return the ``java`` to use ($JAVA_HOME first, then PATH), checking it is 17+.
+
+    ``needed_by`` names what needs it in the error message (deploy/local_registry.py reuses this).
+    """
     java: str | None = None
     java_home = os.environ.get("JAVA_HOME")
     if java_home and (Path(java_home) / "bin" / "java").is_file():
@@ -212,17 +215,17 @@ def _java_executable() -> str:
         major = int(match.group(2))
     if major < MIN_JAVA_MAJOR:
         raise LocalKafkaError(
-            f"{java} is Java {major}; Apache Kafka {KAFKA_VERSION} needs Java "
+            f"{java} is Java {major}; {needed_by} needs Java "
             f"{MIN_JAVA_MAJOR}+. Install e.g. openjdk-17-jre-headless or set JAVA_HOME."
         )
     return java
 
 
-def _maven_executable() -> str:
+def _maven_executable(needed_for: str = "the Kafka jars") -> str:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise LocalKafkaError(
-            "`mvn` was not found on PATH; it is needed once to fetch the Kafka jars "
+            f"`mvn` was not found on PATH; it is needed once to fetch {needed_for} "
             "from Maven Central. Install Apache Maven 3, e.g. `apt-get install maven` "
             "or `brew install maven`."
         )
@@ -809,7 +812,7 @@ def _wait_ready(
         time.sleep(0.25)
 
 
-def _terminate(pid: int, timeout_s: float) -> bool:
+def _terminate(pid: int, timeout_s: float, what: str = "broker") -> bool:
     """SIGTERM ``pid``, wait up to ``timeout_s``, then SIGKILL. Return True if it was graceful."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -818,7 +821,7 @@ def _terminate(pid: int, timeout_s: float) -> bool:
         if not _pid_alive(pid):
             return True
         time.sleep(0.2)
-    log.warning("broker pid %d still alive after %.0f s; sending SIGKILL", pid, timeout_s)
+    log.warning("%s pid %d still alive after %.0f s; sending SIGKILL", what, pid, timeout_s)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     for _ in range(50):

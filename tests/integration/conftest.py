@@ -1,4 +1,4 @@
-"""Fixtures for integration tests that talk to a real Apache Kafka broker.
+"""Fixtures for integration tests that talk to a real Apache Kafka broker (and Schema Registry).
 
 ``kafka_bootstrap`` picks the broker, in this order:
 
@@ -7,6 +7,12 @@
 3. a local single-node KRaft broker run from the official jars by ``deploy/local_kafka.py``
    (needs Java 17+ and Maven), on free ports with its state under pytest's temporary
    directory, so a developer's own ``.kafka`` broker and data are never touched.
+
+``schema_registry`` is a Confluent-compatible Schema Registry: ``SCHEMA_REGISTRY_URL`` from the
+environment, used as is, else Apicurio Registry run from its Maven Central distribution by
+``deploy/local_registry.py`` (Java 17+, Maven the first time) on a free port, with its database
+under pytest's temporary directory. The local one can be stopped and started again (an outage)
+and keeps its schemas and ids.
 
 Every test collected under ``tests/integration`` is marked ``integration``.
 """
@@ -30,7 +36,8 @@ from confluent_kafka.admin import AdminClient
 # mypy --strict rejects; the class itself lives in the C extension module.
 from confluent_kafka.cimpl import NewTopic
 
-from deploy import local_kafka
+from deploy import local_kafka, local_registry
+from tests.net import free_port
 
 if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
@@ -39,6 +46,8 @@ KAFKA_IMAGE = "apache/kafka:4.1.1"
 INTEGRATION_DIR = Path(__file__).resolve().parent
 LOCAL_BROKER_START_TIMEOUT_S = 120.0
 CONTAINER_START_TIMEOUT_S = 180
+LOCAL_REGISTRY_START_TIMEOUT_S = 120.0
+SCHEMA_REGISTRY_ENV = "SCHEMA_REGISTRY_URL"
 TOPIC_READY_TIMEOUT_S = 30.0
 
 log = logging.getLogger(__name__)
@@ -62,17 +71,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # ----------------------------------------------------------------------------- broker choice
 
 
-def _announce(config: pytest.Config, message: str) -> None:
+def _announce(config: pytest.Config, message: str, tag: str = "kafka") -> None:
     log.info(message)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None:
         return
     if capture is None:
-        reporter.write_line(f"[kafka] {message}")
+        reporter.write_line(f"[{tag}] {message}")
         return
     with capture.global_and_fixture_disabled():  # show it even when output is captured
-        reporter.write_line(f"[kafka] {message}")
+        reporter.write_line(f"[{tag}] {message}")
 
 
 def _docker_answers() -> bool:
@@ -193,6 +202,104 @@ def kafka_bootstrap(
         yield bootstrap
     finally:
         local_kafka.stop(state_dir=state_dir, wipe=True)
+
+
+# ----------------------------------------------------------------------------- schema registry
+
+
+class RegistryHandle:
+    """The session's Confluent-compatible Schema Registry.
+
+    ``url`` is the base URL of its Confluent API (``.../apis/ccompat/v7`` for the local one), what
+    ``SchemaRegistryClient({"url": url})`` takes. For outage tests, ``stop()`` stops the local
+    registry and ``start()`` starts it again on the same port with the same storage, so the
+    schemas and ids registered before still resolve. With ``SCHEMA_REGISTRY_URL`` given, the
+    registry is not ours: ``stop()`` and ``start()`` skip the calling test.
+    """
+
+    def __init__(self, url: str, state_dir: Path | None = None, port: int | None = None) -> None:
+        self.url = url
+        self._local = (state_dir, port) if state_dir is not None and port is not None else None
+
+    @property
+    def local(self) -> bool:
+        """True when the fixture started this registry (and can stop and start it)."""
+        return self._local is not None
+
+    def _ours(self) -> tuple[Path, int]:
+        if self._local is None:
+            pytest.skip(
+                f"cannot stop or start the schema registry given by {SCHEMA_REGISTRY_ENV}="
+                f"{self.url}; unset {SCHEMA_REGISTRY_ENV} to test against a local one"
+            )
+        return self._local
+
+    def require_local(self) -> None:
+        """Skip the calling test unless the fixture started this registry (so owns its outages)."""
+        self._ours()
+
+    def is_running(self) -> bool:
+        """True for a given registry; for the local one, whether its process is alive."""
+        return self._local is None or local_registry.is_running(self._local[0])
+
+    def stop(self) -> None:
+        """Stop the local registry (graceful; nothing stored is lost). Skips for a given one."""
+        state_dir, _ = self._ours()
+        local_registry.stop(state_dir=state_dir)
+
+    def start(self) -> None:
+        """Start the local registry again (same port, same storage) and wait until it is ready.
+
+        Does nothing when it runs; skips the test for a given registry.
+        """
+        state_dir, port = self._ours()
+        local_registry.start(
+            port=port, state_dir=state_dir, timeout_s=LOCAL_REGISTRY_START_TIMEOUT_S
+        )
+
+
+@pytest.fixture(scope="session")
+def schema_registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RegistryHandle]:
+    """A Confluent-compatible Schema Registry for the whole test session (see the module doc)."""
+    config = request.config
+    configured = os.environ.get(SCHEMA_REGISTRY_ENV, "").strip().rstrip("/")
+    if configured:
+        _announce(config, f"using {SCHEMA_REGISTRY_ENV}={configured} (nothing started)", "registry")
+        yield RegistryHandle(configured)
+        return
+
+    state_dir = tmp_path_factory.mktemp("local-registry")
+    port = free_port()
+    _announce(
+        config,
+        f"starting a local Apicurio Registry {local_registry.APICURIO_VERSION} on "
+        f"127.0.0.1:{port} (state in {state_dir})",
+        "registry",
+    )
+    began = time.monotonic()
+    try:
+        url = local_registry.start(
+            port=port, state_dir=state_dir, timeout_s=LOCAL_REGISTRY_START_TIMEOUT_S
+        )
+    except local_registry.LocalRegistryError as exc:
+        pytest.fail(f"could not start a local schema registry: {exc}", pytrace=False)
+    _announce(
+        config, f"local registry ready at {url} in {time.monotonic() - began:.1f} s", "registry"
+    )
+    try:
+        yield RegistryHandle(url, state_dir=state_dir, port=port)
+    finally:
+        local_registry.stop(state_dir=state_dir, wipe=True)
+
+
+@pytest.fixture
+def schema_registry_url(schema_registry: RegistryHandle) -> str:
+    """The session registry's Confluent API URL, restarted first if an earlier test left it down."""
+    if not schema_registry.is_running():
+        schema_registry.start()
+    return schema_registry.url
 
 
 # ----------------------------------------------------------------------------- helpers
