@@ -5,7 +5,8 @@ durable, the in-flight batch outlived the shutdown timeout, or another fatal err
 the service (a ``consumer_failed`` JSON line names it and the offsets in flight; nothing of
 those batches was committed; restart to reprocess); 2 for a start-up error (bad setting,
 missing/corrupt bundle, unreadable password file, broker unreachable or refusing the SASL login
-or TLS handshake, missing topics, metrics port in use).
+or TLS handshake, missing topics, metrics port in use, Schema Registry unreachable or refusing
+the credentials or an output schema).
 
 With ``--processes N`` (N > 1) this process is a supervisor (:mod:`consumer.processes`) of N
 worker processes of this same command, and exits 0 when every worker stopped gracefully, 1
@@ -40,6 +41,7 @@ from consumer.clients import StartupError, ensure_topics
 from consumer.logs import configure_logging
 from consumer.metrics import HealthState, Metrics, serve_http
 from consumer.settings import Settings
+from consumer.wire import build_wire_format
 from consumer.workers import StatusReporter, WorkerContext
 from schemas.settings import parse_command_line
 
@@ -81,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bundle = load_warm(settings.bundle)
         ensure_topics(settings)
+        wire = build_wire_format(settings)
         server = (
             serve_http(settings.metrics_host, settings.metrics_port, metrics, health)
             if settings.metrics_port
@@ -97,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         service = build_service(
-            settings, bundle, metrics, health, watch=(settings.bundle, bundle.path, load_warm)
+            settings,
+            bundle,
+            metrics,
+            health,
+            watch=(settings.bundle, bundle.path, load_warm),
+            wire=wire,
         )
     except KafkaException as exc:
         log.error("startup_failed", error=f"cannot create the Kafka clients: {exc}")

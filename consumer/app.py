@@ -10,6 +10,7 @@ from consumer.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from consumer.metrics import HealthState, Metrics
 from consumer.service import ClassifierService
 from consumer.settings import Settings
+from consumer.wire import WireFormat
 from model.reload import ModelWatcher
 
 
@@ -19,6 +20,7 @@ def build_service(
     metrics: Metrics | None = None,
     health: HealthState | None = None,
     watch: Any = None,
+    wire: WireFormat | None = None,
 ) -> ClassifierService:
     """Create the consumer, producer and delivery strategy and return a ready service.
 
@@ -28,6 +30,7 @@ def build_service(
         metrics: Prometheus metrics (a private registry by default).
         health: Liveness/readiness state (a new one by default).
         watch: ``(model_dir, serving_version_dir, load)`` to enable hot reload, or ``None``.
+        wire: Input/output formats (:func:`consumer.wire.build_wire_format`; default JSON).
 
     Raises:
         confluent_kafka.KafkaException: bad client configuration, or (exactly-once)
@@ -62,5 +65,5 @@ def build_service(
                 model_dir, serving, load, settings.reload_interval_s, on_refused=refused
             )
     return ClassifierService(
-        settings, classifier, consumer, producer, delivery, metrics, health, watcher
+        settings, classifier, consumer, producer, delivery, metrics, health, watcher, wire
     )

@@ -25,6 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from consumer.decoding import JsonInput
 from consumer.isolation import Rejection
 from consumer.parsing import RecordLimits
 from consumer.records import DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES, RawRecord
@@ -78,7 +79,7 @@ def outcome_of(
         ``("prediction", value, None)`` or ``("dead_letter", value, rejection)`` where
         ``value`` is the UTF-8 JSON the service would produce.
     """
-    prepared = prepare(record, limits, tokenise)
+    prepared = prepare(record, JsonInput(limits), tokenise)
     if isinstance(prepared, Accepted):
         top = [("business", 0.75), ("sport", 0.25)]
         rendered = render_prediction(record, prepared.message, top, "fuzz", 0.0, 0.5)

@@ -8,7 +8,10 @@ It deliberately catches every :class:`Exception` instead of listing the ones see
 (``json`` raising ``RecursionError`` or ``ValueError`` instead of ``JSONDecodeError`` is
 how a 2 kB message once crash-looped the service), so a step added later cannot reopen
 the hole. What is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) still stops
-the process: it is not about the record.
+the process: it is not about the record. Nor is a :class:`DependencyUnavailableError`: a
+service the step needs (the Schema Registry) could not answer, which says nothing about the
+record, so the guard lets it through and the micro-batch is retried (:mod:`consumer.worker`)
+instead of dead-lettering good records.
 
 Errors-as-values in the style of Bytewax's Kafka connector: the worker thread collects
 ``T | Rejection`` per record and decides what to publish; only failures of the broker, the
@@ -36,6 +39,23 @@ class InvalidRecordError(Exception):
     def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
+        self.reason = reason
+
+
+class DependencyUnavailableError(Exception):
+    """A step could not run because a service it depends on is unreachable (not the record's fault).
+
+    :func:`isolate` re-raises it instead of turning it into a rejection; the worker retries
+    the micro-batch with back-off until the dependency answers again.
+
+    Attributes:
+        dependency: What is unreachable, as a metric label (``"schema_registry"``).
+        reason: What failed, for the logs (no credentials).
+    """
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        super().__init__(f"{dependency} unavailable: {reason}")
+        self.dependency = dependency
         self.reason = reason
 
 
@@ -73,9 +93,14 @@ def isolate(step: Callable[[], T]) -> T | Rejection:
 
     Returns:
         ``step()``'s result, or the rejection built from what it raised.
+
+    Raises:
+        DependencyUnavailableError: passed through: not the record's fault.
     """
     try:
         return step()
+    except DependencyUnavailableError:
+        raise
     except Exception as exc:  # the guard: one record's failure, whatever it is, is its own
         return Rejection.from_exception(exc)
 

@@ -121,6 +121,20 @@ class Metrics:
             "Batches whose output was aborted (transaction aborted, partitions lost).",
             registry=r,
         )
+        self.dependency_up = Gauge(
+            "classifier_dependency_up",
+            "1 while a service the consumer depends on answers, 0 while micro-batches wait "
+            "for it (dependency=schema_registry).",
+            ["dependency"],
+            registry=r,
+            multiprocess_mode="livemin",  # --processes N: 0 when any live worker waits
+        )
+        self.dependency_retries = Counter(
+            "classifier_dependency_retries",
+            "Micro-batch retries because a dependency was unavailable, by dependency.",
+            ["dependency"],
+            registry=r,
+        )
         self.commit_failures = Counter(
             "classifier_commit_failures",
             "At-least-once batches whose output was acknowledged but whose offsets could not "
@@ -218,6 +232,8 @@ class HealthState:
         self.model_version: str | None = None
         self.model_refused: str | None = None
         self.assigned_partitions = 0
+        #: Dependencies the worker is waiting for now → why (set by the worker thread).
+        self.unavailable: dict[str, str] = {}
 
     def beat(self) -> None:
         """Record that the loop is turning."""
@@ -228,6 +244,9 @@ class HealthState:
         now = time.monotonic()
         if now - self.last_heartbeat > self.stuck_after_s:
             return False, f"loop silent for {now - self.last_heartbeat:.0f} s"
+        waiting = sorted(self.unavailable)  # a batch waiting for the registry is not stuck
+        if waiting:  # (a restart would not bring the registry back)
+            return True, "ok; waiting for " + ", ".join(waiting)
         if self.batch_started is not None and now - self.batch_started > self.stuck_after_s:
             return False, f"batch in flight for {now - self.batch_started:.0f} s"
         return True, "ok"
@@ -238,7 +257,38 @@ class HealthState:
             return False, "model not loaded"
         if self.assigned_partitions == 0:
             return False, "no partitions assigned"
+        down = list(self.unavailable.items())  # one atomic copy: the worker thread writes it
+        if down:
+            return False, "; ".join(f"{name} unavailable: {why}" for name, why in down)
         return True, "ok"
+
+
+class DependencyStatus:
+    """What the worker reports while a dependency is down: metrics and health, in one place.
+
+    Args:
+        metrics: Where ``classifier_dependency_up`` / ``_retries_total`` are counted.
+        health: Where ``/readyz`` (not ready) and ``/healthz`` (still live) read it.
+    """
+
+    def __init__(self, metrics: Metrics, health: HealthState) -> None:
+        self._metrics = metrics
+        self._health = health
+
+    def watching(self, dependency: str) -> None:
+        """Export ``dependency`` as up (the service uses it; before the first record)."""
+        self._metrics.dependency_up.labels(dependency).set(1)
+
+    def down(self, dependency: str, reason: str) -> None:
+        """A micro-batch waits for ``dependency`` (one retry counted)."""
+        self._metrics.dependency_up.labels(dependency).set(0)
+        self._metrics.dependency_retries.labels(dependency).inc()
+        self._health.unavailable[dependency] = reason
+
+    def up(self, dependency: str) -> None:
+        """``dependency`` answered again."""
+        self._metrics.dependency_up.labels(dependency).set(1)
+        self._health.unavailable.pop(dependency, None)
 
 
 def serve_http(host: str, port: int, metrics: Metrics, health: HealthState) -> ThreadingHTTPServer:

@@ -12,6 +12,7 @@ library's ``json`` on the real streams by ``python -m bench`` (``docs/performanc
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,17 @@ def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> I
             ``not_utf8``, ``invalid_json``, ``not_an_object``, ``unsupported_schema_version``,
             ``schema_violation`` or ``text_too_large``.
     """
+    value = check_value_size(value, limits)
+    check_depth(value, limits.max_json_depth)
+    return validate_input(loads_json(value), limits)
+
+
+def check_value_size(value: bytes | None, limits: RecordLimits) -> bytes:
+    """``value`` itself if it is there and within ``max_value_bytes`` (checked before decoding).
+
+    Raises:
+        InvalidRecordError: ``null_value`` (a tombstone) or ``value_too_large``.
+    """
     if value is None:
         raise InvalidRecordError(ErrorCode.NULL_VALUE, "message value is null (tombstone)")
     if len(value) > limits.max_value_bytes:
@@ -76,8 +88,27 @@ def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> I
             f"value is {len(value)} bytes; the limit is {limits.max_value_bytes} bytes "
             "(max_value_bytes)",
         )
-    _check_depth(value, limits.max_json_depth)
-    obj = _loads(value)
+    return value
+
+
+def validate_input(
+    obj: object, limits: RecordLimits, sources: Mapping[str, str] | None = None
+) -> InputMessage:
+    """A decoded value (JSON object, Avro/Protobuf record as a dict) as the input message.
+
+    The rules every input format shares: an object, a supported ``schema_version``, the
+    :class:`schemas.InputMessage` schema (strict), ``title + text`` within ``max_text_bytes``.
+
+    Args:
+        obj: The decoded value, its fields already picked (:class:`consumer.field_map.FieldMap`).
+        limits: The text-size cap.
+        sources: The producer's name of renamed fields, named in schema-violation reasons
+            (``"text (field 'body'): Field required"``).
+
+    Raises:
+        InvalidRecordError: ``not_an_object``, ``unsupported_schema_version``,
+            ``schema_violation`` or ``text_too_large``.
+    """
     if not isinstance(obj, dict):
         raise InvalidRecordError(
             ErrorCode.NOT_AN_OBJECT, f"value must be a JSON object, got {type(obj).__name__}"
@@ -95,7 +126,10 @@ def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> I
     try:
         message = InputMessage.model_validate(obj)
     except ValidationError as exc:
-        raise InvalidRecordError(ErrorCode.SCHEMA_VIOLATION, "; ".join(error_lines(exc))) from None
+        lines = error_lines(exc)
+        if sources:
+            lines = [_name_source(line, sources) for line in lines]
+        raise InvalidRecordError(ErrorCode.SCHEMA_VIOLATION, "; ".join(lines)) from None
     size = len(message.document.encode("utf-8"))
     if size > limits.max_text_bytes:
         raise InvalidRecordError(
@@ -104,6 +138,14 @@ def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> I
             "(max_text_bytes)",
         )
     return message
+
+
+def _name_source(line: str, sources: Mapping[str, str]) -> str:
+    field, sep, rest = line.partition(":")
+    top = field.split(".", 1)[0]
+    if top not in sources:
+        return line
+    return f"{top} (field {sources[top]!r}){field[len(top) :]}{sep}{rest}"
 
 
 def json_depth(value: bytes, stop_after: int | None = None) -> int:
@@ -129,7 +171,12 @@ def json_depth(value: bytes, stop_after: int | None = None) -> int:
     return deepest
 
 
-def _check_depth(value: bytes, max_depth: int) -> None:
+def check_depth(value: bytes, max_depth: int) -> None:
+    """Refuse JSON nested deeper than ``max_depth`` before any parser sees it.
+
+    Raises:
+        InvalidRecordError: ``nesting_too_deep``.
+    """
     # Fast path: a document with at most max_depth opening brackets cannot nest deeper.
     if value.count(b"[") + value.count(b"{") <= max_depth:
         return
@@ -141,7 +188,12 @@ def _check_depth(value: bytes, max_depth: int) -> None:
         )
 
 
-def _loads(value: bytes) -> Any:
+def loads_json(value: bytes) -> Any:
+    """Parse ``value`` with orjson (RFC 8259, strict).
+
+    Raises:
+        InvalidRecordError: ``not_utf8`` or ``invalid_json``.
+    """
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError as exc:

@@ -37,9 +37,11 @@ from consumer.delivery import AtLeastOnce, Delivery, DeliveryError
 from consumer.fetch import Fetcher
 from consumer.isolation import describe_exception
 from consumer.lifecycle import COMPUTED, WORKER_DONE, BatchState, Lifecycles
-from consumer.metrics import HealthState, Metrics
+from consumer.metrics import DependencyStatus, HealthState, Metrics
 from consumer.records import RawRecord
+from consumer.registry import SCHEMA_REGISTRY
 from consumer.settings import Settings
+from consumer.wire import WireFormat
 from consumer.worker import BatchWorker
 from model.reload import ModelWatcher
 
@@ -62,6 +64,8 @@ class ClassifierService:
         metrics: Prometheus metrics, the service's only counts; a private registry by default.
         health: Liveness/readiness state for the HTTP endpoints.
         watcher: Hot-reload watcher of the model directory, or ``None``.
+        wire: Input and output formats (default: JSON); built by
+            :func:`consumer.wire.build_wire_format`, which checks the registry at start-up.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class ClassifierService:
         metrics: Metrics | None = None,
         health: HealthState | None = None,
         watcher: ModelWatcher | None = None,
+        wire: WireFormat | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -85,7 +90,10 @@ class ClassifierService:
         self.metrics = metrics or Metrics()
         self.health = health or HealthState(stuck_after_s=settings.stuck_after_s)
         self._watcher = watcher
-        self._worker = BatchWorker(settings, self._delivery)
+        dependencies = DependencyStatus(self.metrics, self.health)
+        if settings.uses_registry:
+            dependencies.watching(SCHEMA_REGISTRY)
+        self._worker = BatchWorker(settings, self._delivery, wire, dependencies)
         self._fetcher = Fetcher(consumer, settings, self.health)
         self._committer = Committer(self._delivery, self._fetcher, self.metrics)
         self._lifecycles = Lifecycles()

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings
 
+from consumer.format_settings import WireFormatSettings
 from consumer.parsing import (
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_VALUE_BYTES,
@@ -53,8 +53,12 @@ def _default_bootstrap() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
 
-class Settings(BaseSettings):
-    """All settings of ``python -m consumer``; env var = ``CLASSIFIER_`` + upper-case name."""
+class Settings(WireFormatSettings):
+    """All settings of ``python -m consumer``; env var = ``CLASSIFIER_`` + upper-case name.
+
+    The input/output formats and the Schema Registry client are
+    :class:`~consumer.format_settings.WireFormatSettings`.
+    """
 
     model_config = command_settings("python -m consumer", "CLASSIFIER_")
 

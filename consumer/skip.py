@@ -30,8 +30,10 @@ from typing import Any
 from pydantic import Field
 
 from consumer.clients import admin_config, consumer_config
+from consumer.encoding import JSON_OUTPUT, OutputEncoder, output_encoder
 from consumer.isolation import Rejection
 from consumer.records import RawRecord
+from consumer.registry import RegistryStartupError, check_reachable, registry_client
 from consumer.settings import Settings
 from consumer.steps import render_dead_letter
 from schemas import ErrorCode
@@ -87,6 +89,8 @@ def skip(settings: SkipSettings, timeout_s: float = 30.0) -> str:
             record,
             Rejection.of(ErrorCode.SKIPPED_BY_OPERATOR, settings.reason),
             settings.dead_letter_max_value_bytes,
+            _dead_letter_encoder(settings),
+            settings.dead_letter_topic,
         )
         _produce_acknowledged(Producer(_plain_producer_config(settings)), settings, record, letter)
         try:
@@ -104,6 +108,22 @@ def skip(settings: SkipSettings, timeout_s: float = 30.0) -> str:
         f"skipped {where}: dead-lettered to {settings.dead_letter_topic!r} "
         f"({len(letter)} bytes), group {settings.group_id!r} now reads from {offset + 1}"
     )
+
+
+def _dead_letter_encoder(settings: Settings) -> OutputEncoder:
+    """The service's output format for dead letters (Avro / JSON Schema: via the registry).
+
+    Raises:
+        SkipError: the registry is unreachable or refuses the dead-letter schema.
+    """
+    if settings.output_format == "json":
+        return JSON_OUTPUT
+    try:
+        client = registry_client(settings)
+        check_reachable(client, settings.schema_registry_url or "")
+        return output_encoder(settings, client, {settings.dead_letter_topic: "dead_letter"})
+    except RegistryStartupError as exc:
+        raise SkipError(str(exc)) from None
 
 
 def _require_empty_group(settings: Settings, timeout_s: float) -> None:

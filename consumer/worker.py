@@ -19,8 +19,9 @@ import structlog
 
 from consumer.batch import Batch, Classifier
 from consumer.delivery import Delivery
-from consumer.isolation import Rejection, describe_exception
+from consumer.isolation import DependencyUnavailableError, Rejection, describe_exception
 from consumer.lifecycle import BatchState, Lifecycle
+from consumer.metrics import DependencyStatus
 from consumer.records import RawRecord
 from consumer.settings import Settings
 from consumer.steps import (
@@ -31,8 +32,15 @@ from consumer.steps import (
     render_dead_letter,
     render_prediction,
 )
+from consumer.wire import WireFormat
 from model.probabilities import checked_rows
 from schemas import ErrorCode
+
+#: First wait before a micro-batch is decoded again while a dependency is down (s); it
+#: doubles per attempt up to ``schema_registry_retry_max_s``.
+RETRY_FIRST_WAIT_S = 0.5
+#: What ends the wait early: the main thread took the batch out of the worker's hands.
+_NO_LONGER_WANTED = frozenset({BatchState.DISCARDING, BatchState.ABANDONED})
 
 
 class BatchWorker:
@@ -41,11 +49,22 @@ class BatchWorker:
     Args:
         settings: Validated settings (limits, topics, ``top_k``, threshold).
         delivery: The output path shared with the main thread, which commits.
+        wire: How records are decoded and outputs encoded (default: JSON per ``settings``).
+        dependencies: Where waits for the Schema Registry are reported (metrics, health).
     """
 
-    def __init__(self, settings: Settings, delivery: Delivery) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        delivery: Delivery,
+        wire: WireFormat | None = None,
+        dependencies: DependencyStatus | None = None,
+    ) -> None:
         self.settings = settings
         self._delivery = delivery
+        self._wire = wire or WireFormat.json(settings)
+        self._dependencies = dependencies
+        self._waited_for: set[str] = set()  # dependencies reported down, not yet back up
         self._log = structlog.get_logger("consumer")
 
     def run(self, batch: Batch, ahead: Lifecycle | None) -> None:
@@ -65,17 +84,68 @@ class BatchWorker:
             life.fail(exc)
 
     def compute(self, batch: Batch) -> None:
-        """Check, parse and tokenise every record (each under the guard), then run the model.
+        """Check, decode and tokenise every record (each under the guard), then run the model.
 
         Each record becomes :class:`~consumer.steps.Accepted` or a
         :class:`~consumer.isolation.Rejection`; nothing a record contains can fail the batch.
+        While the Schema Registry is unavailable the batch is decoded again after a back-off
+        (:meth:`prepare_all`); nothing is dead-lettered for it.
         """
         started = time.perf_counter()
-        limits, tokenise = self.settings.record_limits, batch.classifier.token_ids
-        batch.prepared = [prepare(record, limits, tokenise) for record in batch.records]
+        prepared = self.prepare_all(batch)
+        if prepared is None:  # discarded or abandoned while waiting: never delivered
+            return
+        batch.prepared = prepared
         sequences = [p.token_ids for p in batch.prepared if isinstance(p, Accepted)]
         batch.outcomes = predict_isolating(batch.classifier, sequences)
         batch.inference_s = time.perf_counter() - started
+
+    def prepare_all(self, batch: Batch) -> list[Accepted | Rejection] | None:
+        """Every record of ``batch`` prepared, retrying while a dependency is unavailable.
+
+        Waits ``RETRY_FIRST_WAIT_S`` doubling up to ``schema_registry_retry_max_s`` between
+        attempts (the main thread meanwhile pauses the partitions and keeps polling).
+
+        Returns:
+            One outcome per record; ``None`` if the batch was discarded or abandoned while
+            it waited (the service is stopping, or its partitions were given up).
+        """
+        decode, tokenise = self._wire.decode, batch.classifier.token_ids
+        attempt = 0
+        while True:
+            try:
+                prepared = [prepare(record, decode, tokenise) for record in batch.records]
+            except DependencyUnavailableError as exc:
+                max_wait_s = self.settings.schema_registry_retry_max_s
+                wait_s = min(max_wait_s, RETRY_FIRST_WAIT_S * 2**attempt)
+                attempt += 1
+                self._report_down(exc)
+                self._log.warning(
+                    "dependency_unavailable",
+                    dependency=exc.dependency,
+                    reason=exc.reason,
+                    attempt=attempt,
+                    retry_in_s=wait_s,
+                    offsets=batch.offset_ranges(),
+                )
+                if batch.life.wait_until(_NO_LONGER_WANTED, wait_s):
+                    return None
+                continue
+            self._report_up(attempt)
+            return prepared
+
+    def _report_down(self, exc: DependencyUnavailableError) -> None:
+        self._waited_for.add(exc.dependency)
+        if self._dependencies is not None:
+            self._dependencies.down(exc.dependency, exc.reason)
+
+    def _report_up(self, attempts: int) -> None:
+        """Every dependency waited for answered (this batch's or an earlier, discarded one's)."""
+        for dependency in self._waited_for:
+            if self._dependencies is not None:
+                self._dependencies.up(dependency)
+            self._log.info("dependency_available", dependency=dependency, attempts=attempts)
+        self._waited_for.clear()
 
     def deliver(self, batch: Batch) -> None:
         """Produce the batch's predictions and dead letters and wait for the broker's acks.
@@ -120,6 +190,8 @@ class BatchWorker:
             batch.classifier.version,
             batch.received,
             s.low_confidence_threshold,
+            self._wire.encode,
+            s.output_topic,
         )
         if isinstance(rendered, Rejection):
             return rendered
@@ -142,10 +214,12 @@ class BatchWorker:
 
     def _dead_letter(self, batch: Batch, record: RawRecord, rejection: Rejection) -> None:
         s = self.settings
-        value = render_dead_letter(record, rejection, s.dead_letter_max_value_bytes)
-        refused = self._produce_record(s.dead_letter_topic, record.key, value)
+        encode, topic = self._wire.encode, s.dead_letter_topic
+        value = render_dead_letter(record, rejection, s.dead_letter_max_value_bytes, encode, topic)
+        refused = self._produce_record(topic, record.key, value)
         if refused is not None:  # key, headers or copied value too large for one record
-            key, value = minimal_dead_letter(record, rejection, f"dead letter too large: {refused}")
+            why = f"dead letter too large: {refused}"
+            key, value = minimal_dead_letter(record, rejection, why, encode, topic)
             self._delivery.produce(s.dead_letter_topic, key, value)
         code = rejection.code.value
         batch.dead[code] = batch.dead.get(code, 0) + 1

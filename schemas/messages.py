@@ -1,6 +1,9 @@
 """Wire formats of the three topics: input articles, predictions and dead letters.
 
-Every message value is UTF-8 JSON. Messages are keyed: a prediction (and a dead-letter
+Every message value is UTF-8 JSON by default; the consumer can also read Avro, JSON Schema and
+Protobuf values and write Avro or JSON Schema ones in the Confluent Schema Registry wire
+format, with the schemas of :mod:`schemas.published` (generated from these models). Messages
+are keyed: a prediction (and a dead-letter
 record) carries the key of the input message it was made from, so a downstream consumer
 can join on it and per-key order is kept across topics.
 """
@@ -155,6 +158,14 @@ class ErrorCode(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     TEXT_TOO_LARGE = "text_too_large"
+    #: (Schema Registry input formats) the value is not in the Confluent wire format: shorter
+    #: than its 5-byte header, or its first byte is not the magic byte 0.
+    WRONG_MAGIC_BYTE = "wrong_magic_byte"
+    #: (Schema Registry input formats) the registry has no schema with the value's schema id.
+    UNKNOWN_SCHEMA_ID = "unknown_schema_id"
+    #: (Schema Registry input formats) the payload does not decode with its writer schema (or
+    #: fails JSON Schema validation, or the id names a schema of another format).
+    UNDECODABLE_PAYLOAD = "undecodable_payload"
     INFERENCE_FAILED = "inference_failed"
     #: Any other failure while reading, validating or tokenising one record;
     #: ``reason`` names the exception type and its message.

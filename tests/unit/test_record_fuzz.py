@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.decoding import JsonInput
 from consumer.fuzz import (
     FUZZ_LIMITS,
     SEEDS,
@@ -168,7 +169,7 @@ def test_fuzz_seeds_reach_every_cap() -> None:
 def test_inputs_that_once_crashed_the_consumer_get_their_own_code(
     value: bytes, code: ErrorCode
 ) -> None:
-    outcome = prepare(RawRecord("t", 0, 0, None, value), RecordLimits(), tokenisers()["en"])
+    outcome = prepare(RawRecord("t", 0, 0, None, value), JsonInput(), tokenisers()["en"])
     assert isinstance(outcome, Rejection)
     assert outcome.code is code, outcome.reason
 
@@ -209,9 +210,9 @@ def test_an_exception_nobody_foresaw_is_unprocessable_with_its_type_and_message(
         raise MemoryError("tokeniser gave up")
 
     record = RawRecord("t", 0, 5, b"k", b'{"id": "a", "text": "fine"}')
-    outcome = prepare(record, RecordLimits(), tokenise)
+    outcome = prepare(record, JsonInput(), tokenise)
     assert outcome == Rejection(ErrorCode.UNPROCESSABLE, "MemoryError: tokeniser gave up")
-    assert not isinstance(prepare(record, RecordLimits(), tokenisers()["en"]), Rejection)
+    assert not isinstance(prepare(record, JsonInput(), tokenisers()["en"]), Rejection)
 
 
 def test_a_record_with_unreadable_headers_is_dead_lettered_not_fatal() -> None:
@@ -239,7 +240,7 @@ def test_a_record_with_unreadable_headers_is_dead_lettered_not_fatal() -> None:
 
     record = RawRecord.from_message(Message())
     assert record.headers == ()
-    outcome = prepare(record, RecordLimits(), tokenisers()["en"])
+    outcome = prepare(record, JsonInput(), tokenisers()["en"])
     assert isinstance(outcome, Rejection)
     assert outcome.code is ErrorCode.UNPROCESSABLE
     assert "SystemError" in outcome.reason
