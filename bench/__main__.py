@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reload-interval-s", type=float, default=5.0, help="reload stage --reload-interval-s"
     )
+    p.add_argument(
+        "--no-formats",
+        action="store_true",
+        help="skip the wire-format stage (Avro through a Schema Registry vs plain JSON)",
+    )
+    p.add_argument(
+        "--schema-registry-url",
+        help="the formats stage's registry (default: start a local Apicurio one)",
+    )
     p.add_argument("--no-cpu", action="store_true", help="skip stages 1-3 and the peak")
     p.add_argument(
         "--no-http", action="store_true", help="skip the HTTP stage (python -m api under wrk)"
@@ -229,6 +238,25 @@ def main(argv: list[str] | None = None) -> int:
                             stream["e2e"] = result
                         else:  # stage 4 again, with more (or fewer) processes
                             stream.setdefault("e2e_processes", {})[str(count)] = result
+                if not args.no_formats:
+                    from bench import formats
+
+                    with formats.registry(
+                        args.schema_registry_url, REPO / "artifacts" / "bench"
+                    ) as registry_url:
+                        for name in streams:
+                            say(f"{name}: wire formats, Avro (Schema Registry) vs JSON")
+                            results["streams"].setdefault(name, {})["formats"] = formats.run(
+                                bootstrap,
+                                bundle,
+                                name,
+                                load_stream(name, data_dir, 1).distinct,
+                                messages=args.messages,
+                                warmup=args.warmup,
+                                max_batch_size=args.max_batch_size,
+                                log_dir=log_dir,
+                                registry_url=registry_url,
+                            )
                 if not args.no_peers:  # the peer frameworks (bench/peers), when .venv-peers exists
                     from bench.peers.stage import run_stage
 

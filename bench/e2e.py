@@ -44,9 +44,12 @@ import numpy as np
 
 from bench.kafka_io import (
     READY_TIMEOUT_S,
+    Decoder,
     E2EError,
+    Encoder,
     create_topics,
     delete_topics,
+    json_value,
     produce_all,
     produce_paced,
     read_predictions,
@@ -184,6 +187,8 @@ def run_stream(
     extra_args: Sequence[str] = (),
     profile: bool = False,
     processes: int = 1,
+    encode: Encoder | None = None,
+    decode: Decoder | None = None,
 ) -> dict[str, Any]:
     """Run stage 4 for one stream (see the module docstring) and return its measurements.
 
@@ -202,10 +207,14 @@ def run_stream(
         profile: Record a py-spy profile of the consumer during the saturation phase (one
             process only).
         processes: Consumer processes (``--processes``).
+        encode: ``(id, text) → input value`` (default ``{"id", "text"}`` JSON).
+        decode: Output value → prediction dict (default JSON; :mod:`bench.formats`).
 
     Raises:
         E2EError: the broker, the consumer or the predictions failed.
     """
+    encode = encode or json_value
+    decode = decode or json.loads
     run = uuid.uuid4().hex[:8]
     topics = {k: f"bench-{run}-{name}-{k}" for k in ("in", "out", "dlq")}
     create_topics(bootstrap, list(topics.values()))
@@ -241,20 +250,20 @@ def run_stream(
         result["consumer_start_s"] = time.monotonic() - began
 
         warm = [next(cycle) for _ in range(warmup)]
-        produce_all(bootstrap, topics["in"], "warm", warm)
+        produce_all(bootstrap, topics["in"], "warm", warm, encode)
         expected += len(warm)
         wait_for(bootstrap, topics["out"], expected, 600)
 
         since = log_lines(consumer.log_path)
         saturation = [next(cycle) for _ in range(messages)]
         spy = start_profile(consumer.pid, log_dir / f"profile-{name}") if profile else None
-        flushed_at = produce_all(bootstrap, topics["in"], "sat", saturation)
+        flushed_at = produce_all(bootstrap, topics["in"], "sat", saturation, encode)
         expected += len(saturation)
         wait_for(bootstrap, topics["out"], expected, 3600)
         if spy is not None:
             result["profile"] = stop_profile(spy, log_dir / f"profile-{name}")
         result["saturation_batches"] = batch_log_summary(consumer.log_path, since)
-        preds = read_predictions(bootstrap, topics["out"], expected)
+        preds = read_predictions(bootstrap, topics["out"], expected, decode)
         sat = _select(preds, "sat")
         if len(sat) < messages:
             raise E2EError(f"{name}: only {len(sat)} of {messages} saturation predictions")
@@ -279,11 +288,11 @@ def run_stream(
             prefix = f"paced{round(load * 100)}"
             since = log_lines(consumer.log_path)
             sent = produce_paced(
-                bootstrap, topics["in"], prefix, [next(cycle) for _ in range(count)], rate
+                bootstrap, topics["in"], prefix, [next(cycle) for _ in range(count)], rate, encode
             )
             expected += count
             wait_for(bootstrap, topics["out"], expected, 600)
-            preds = read_predictions(bootstrap, topics["out"], expected)
+            preds = read_predictions(bootstrap, topics["out"], expected, decode)
             paced = _select(preds, prefix)
             paced_results.append(
                 {

@@ -151,7 +151,8 @@ Headers = Sequence[tuple[str, bytes]]
 Encoder = Callable[[str, str], bytes]
 
 
-def _value(message_id: str, text: str) -> bytes:
+def json_value(message_id: str, text: str) -> bytes:
+    """The default input value: ``{"id", "text"}`` as UTF-8 JSON."""
     return json.dumps({"id": message_id, "text": text}).encode()
 
 
@@ -172,7 +173,7 @@ def produce_all(
     topic: str,
     prefix: str,
     texts: Sequence[str],
-    encode: Encoder = _value,
+    encode: Encoder = json_value,
     headers: Headers = (),
 ) -> float:
     """Produce ``texts`` as fast as possible (ids ``<prefix>-<i>``) and flush.
@@ -202,7 +203,7 @@ def produce_paced(
     prefix: str,
     texts: Sequence[str],
     rate: float,
-    encode: Encoder = _value,
+    encode: Encoder = json_value,
     headers: Headers = (),
 ) -> dict[str, float]:
     """Produce ``texts`` at ``rate`` messages/s with librdkafka's default ``linger.ms=5``.
@@ -260,8 +261,14 @@ def _timestamp(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def read_predictions(bootstrap: str, topic: str, count: int) -> dict[str, dict[str, float]]:
-    """Read ``count`` records of ``topic`` from the start.
+#: An output record's value → the prediction as JSON-ready values (timestamps as strings).
+Decoder = Callable[[bytes], dict[str, Any]]
+
+
+def read_predictions(
+    bootstrap: str, topic: str, count: int, decode: Decoder = json.loads
+) -> dict[str, dict[str, float]]:
+    """Read ``count`` records of ``topic`` from the start (values read by ``decode``).
 
     Returns:
         Per prediction id (the first copy wins): ``produced`` and ``input`` as epoch
@@ -287,7 +294,7 @@ def read_predictions(bootstrap: str, topic: str, count: int) -> dict[str, dict[s
                 if m.error() is not None or m.value() is None:
                     continue
                 seen += 1
-                pred = json.loads(m.value() or b"{}")
+                pred = decode(m.value() or b"{}")
                 if pred["id"] in out:
                     continue
                 out[pred["id"]] = {

@@ -246,6 +246,7 @@ def markdown(results: Mapping[str, Any]) -> str:
             f"| {t['target']} | {t['stream']} | {_num(t['value'], 2)} | {t['required']:g} | {met} |"
         )
     lines += processes_table(results)
+    lines += formats_table(results)
     lines += restart_table(results)
     lines += reload_table(results)
     lines += http_table(results)
@@ -254,6 +255,35 @@ def markdown(results: Mapping[str, Any]) -> str:
 
         lines += ["", *peers_markdown(results["peers"])]
     return "\n".join(lines) + "\n"
+
+
+def formats_table(results: Mapping[str, Any]) -> list[str]:
+    """The wire-format stage: Avro via a Schema Registry vs JSON (empty when not run)."""
+    streams = {n: s["formats"] for n, s in results.get("streams", {}).items() if "formats" in s}
+    if not streams:
+        return []
+    lines = [
+        "",
+        "| wire format, saturated drain (`bench/formats.py`) | " + " | ".join(streams) + " |",
+        "| --- |" + " ---: |" * len(streams),
+    ]
+    for fmt, label in (("json", "JSON in, JSON out"), ("avro", "Avro in, Avro out (registry)")):
+        lines.append(
+            f"| {label} (msgs/s · processing p50/p99 ms) | "
+            + " | ".join(
+                f"{_num(_get(f, fmt, 'saturation', 'msgs_per_s'))} · "
+                f"{_num(_get(f, fmt, 'saturation', 'processing_ms', 'p50'), 1)}/"
+                f"{_num(_get(f, fmt, 'saturation', 'processing_ms', 'p99'), 1)}"
+                for f in streams.values()
+            )
+            + " |"
+        )
+    lines.append(
+        "| Avro / JSON throughput | "
+        + " | ".join(f"{_num(f.get('avro_vs_json'), 2)} x" for f in streams.values())
+        + " |"
+    )
+    return lines
 
 
 def processes_table(results: Mapping[str, Any]) -> list[str]:

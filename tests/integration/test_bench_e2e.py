@@ -38,3 +38,27 @@ def test_end_to_end_stage_measures_throughput_latency_and_memory(
     assert paced["messages"] >= 1
     assert paced["e2e_ms"]["p99"] > 0
     assert result["memory_kb"]["VmHWM"] > 0
+
+
+def test_wire_format_stage_runs_avro_beside_json(
+    kafka_bootstrap: str, schema_registry_url: str, bbc_bundle: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    from bench import formats
+
+    texts = load_stream("short", data_dir, 1).distinct
+    result = formats.run(
+        kafka_bootstrap,
+        bbc_bundle,
+        "short",
+        texts,
+        messages=300,
+        warmup=32,
+        max_batch_size=256,
+        log_dir=tmp_path,
+        registry_url=schema_registry_url,
+    )
+    for fmt in ("json", "avro"):
+        assert result[fmt]["consumer_exit_code"] == 0
+        assert result[fmt]["saturation"]["messages"] == 300  # every prediction read back
+    assert "--input-format" in result["avro"]["consumer_args"]
+    assert result["avro_vs_json"] > 0
