@@ -26,7 +26,12 @@ from pydantic import BaseModel, ValidationError
 from consumer.batch import Batch
 from consumer.decoding import JsonInput, check_framing
 from consumer.field_map import FieldMap
-from consumer.isolation import DependencyUnavailableError, InvalidRecordError, Rejection
+from consumer.isolation import (
+    DependencyUnavailableError,
+    InvalidRecordError,
+    Rejection,
+    isolate,
+)
 from consumer.lifecycle import BatchState, Lifecycles
 from consumer.metrics import DependencyStatus, HealthState, Metrics
 from consumer.records import RawRecord, dead_letter
@@ -357,3 +362,96 @@ def test_a_batch_given_up_while_waiting_is_never_prepared(tmp_path: Path) -> Non
     live, why = health.live()
     assert live
     assert "waiting for schema_registry" in why
+
+
+# -- hostile payloads behind a valid header -------------------------------------------------
+
+_ARTICLE_AVRO = json.dumps(
+    {
+        "type": "record",
+        "name": "Article",
+        "namespace": "news",
+        "fields": [
+            {"name": "article_id", "type": "long"},
+            {"name": "body", "type": "string"},
+            {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+            {"name": "headline", "type": ["null", "string"], "default": None},
+        ],
+    }
+)
+_ARTICLE_JSON_SCHEMA = json.dumps(
+    {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "Article",
+        "type": "object",
+        "properties": {"article_id": {"type": "integer"}, "body": {"type": "string"}},
+        "required": ["article_id", "body"],
+    }
+)
+
+
+def _registry_decoder(fmt: str) -> tuple[Any, bytes]:
+    """A decoder over confluent-kafka's in-memory registry; the header of its one schema.
+
+    The real registry is in the integration tests; this drives the deserializers' parsing
+    with arbitrary payloads, which a real registry adds nothing to.
+    """
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry._sync.mock_schema_registry_client import (
+        MockSchemaRegistryClient,
+    )
+
+    from consumer.decoding import input_decoder
+
+    client = MockSchemaRegistryClient({"url": "mock://hostile"})
+    text, kind = (_ARTICLE_AVRO, "AVRO") if fmt == "avro" else (_ARTICLE_JSON_SCHEMA, "JSON")
+    schema_id = client.register_schema("in-value", Schema(text, kind))
+    s = Settings(
+        bundle=Path("."),
+        input_format=fmt,
+        schema_registry_url="http://unused:8081",
+        input_fields={"id": "article_id", "text": "body", "title": "headline"},
+    )
+    return input_decoder(s, client), b"\x00" + schema_id.to_bytes(4, "big")
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json-schema"])
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=200))
+def test_no_payload_behind_a_valid_header_escapes_the_guard(fmt: str, payload: bytes) -> None:
+    """Whatever follows the header is a message or a known rejection, never `unprocessable`
+    (an exception nobody classified) and never a dependency failure (no registry call)."""
+    decode, header = _DECODERS.setdefault(fmt, _registry_decoder(fmt))
+    outcome = isolate(lambda: decode(RawRecord("in", 0, 0, None, header + payload)))
+    if isinstance(outcome, Rejection):
+        assert outcome.code in {
+            ErrorCode.UNDECODABLE_PAYLOAD,
+            ErrorCode.WRONG_MAGIC_BYTE,  # the empty payload: nothing after the header
+            ErrorCode.SCHEMA_VIOLATION,
+            ErrorCode.TEXT_TOO_LARGE,
+            ErrorCode.NOT_AN_OBJECT,
+            ErrorCode.NESTING_TOO_DEEP,
+        }, outcome
+    else:
+        assert outcome.text.strip()
+
+
+_DECODERS: dict[str, tuple[Any, bytes]] = {}
+
+
+def test_a_good_avro_record_decodes_through_the_field_map() -> None:
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    decode, header = _DECODERS.setdefault("avro", _registry_decoder("avro"))
+    schema_id = int.from_bytes(header[1:], "big")
+    client = decode._deserialize._registry  # the same in-memory registry
+    value = AvroSerializer(client, _ARTICLE_AVRO, conf={"auto.register.schemas": False})(
+        {"article_id": 7, "body": "Shares rose", "headline": "Markets"},
+        SerializationContext("in", MessageField.VALUE),
+    )
+    assert value is not None
+    assert value[1:5] == schema_id.to_bytes(4, "big")
+    message = decode(RawRecord("in", 0, 0, None, value))
+    assert (message.id, message.text, message.title) == ("7", "Shares rose", "Markets")
+    assert message.document == "Markets Shares rose"
