@@ -33,6 +33,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from consumer.processes import supervise  # no TensorFlow in the supervisor
 
         return supervise(settings)
+    stopping = StopRequest(log)  # from here on a SIGTERM (pod still starting) is graceful
+    log.info("consumer_starting", pid=os.getpid())
     health = HealthState(stuck_after_s=settings.stuck_after_s)
     reporter = StatusReporter(worker, health) if worker is not None else None
     if reporter is not None:
@@ -81,9 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     metrics = Metrics()
     try:
+        wire = build_wire_format(settings)  # a registry problem fails before the model loads
         bundle = load_warm(settings.bundle)
         ensure_topics(settings)
-        wire = build_wire_format(settings)
         server = (
             serve_http(settings.metrics_host, settings.metrics_port, metrics, health)
             if settings.metrics_port
@@ -111,12 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("startup_failed", error=f"cannot create the Kafka clients: {exc}")
         return 2
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("stop_requested", signal=signal.Signals(signum).name)
-        service.request_stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    if not stopping.hand_to(service):  # SIGTERM/SIGINT during start-up: nothing was consumed
+        log.info("stopped_before_start")
+        if server is not None:
+            server.shutdown()
+        if reporter is not None:
+            reporter.stop()
+        return 0
     try:
         return service.run()
     except Exception:  # logged by the service as consumer_failed, with its offsets
@@ -126,6 +130,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.shutdown()
         if reporter is not None:
             reporter.stop()
+
+
+class StopRequest:
+    """SIGTERM/SIGINT handling from the start of ``main``, before the service exists.
+
+    A stop that arrives while the model loads (Kubernetes stops pods that are still starting;
+    a supervisor stops a worker it has just restarted) is remembered, and ``main`` returns 0
+    instead of the process dying of the signal with nothing done; once the service runs, a
+    stop is :meth:`ClassifierService.request_stop`.
+    """
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self._service: Any = None
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._log.info("stop_requested", signal=signal.Signals(signum).name)
+        self.requested = True
+        if self._service is not None:
+            self._service.request_stop()
+
+    def hand_to(self, service: Any) -> bool:
+        """Let later signals stop ``service``; False if a stop came first (do not run it)."""
+        self._service = service
+        return not self.requested
 
 
 def cli() -> None:

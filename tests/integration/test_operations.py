@@ -333,3 +333,30 @@ def test_configuration_errors_name_the_setting(
     assert wait_exit(proc) == 2
     text = log_path.read_text()
     assert ("enable.auto.commit" in text) if flag == "--kafka" else ("training.fit" in text)
+
+
+def test_a_stop_during_start_up_exits_0_without_consuming(
+    kafka_bootstrap: str, new_topic: TopicFactory, bbc_bundle: Path, tmp_path: Path
+) -> None:
+    """Kubernetes stops pods that are still starting; the supervisor stops a worker it has
+    just restarted. Either must not die of the signal (exit -15) while the model loads."""
+    topics = Topics(new_topic("early-in"), new_topic("early-out"), new_topic("early-dlq"))
+    produce(kafka_bootstrap, topics.input, [(b"k", b'{"id": "a", "text": "shares rose"}')])
+    log_path = tmp_path / "consumer.log"
+    group = f"early-{uuid.uuid4().hex[:8]}"
+    proc = start_consumer(bbc_bundle, kafka_bootstrap, topics, group, log_path)
+    assert wait_for_log(log_path, lambda e: e.get("event") == "consumer_starting", 60)
+    proc.send_signal(signal.SIGTERM)  # the model takes seconds to load and warm up
+    assert wait_exit(proc, 90) == 0, log_path.read_text()[-3000:]
+    events = [e.get("event") for e in log_events(log_path)]
+    assert "stopped_before_start" in events
+    assert "batch_done" not in events  # nothing consumed, nothing committed
+    # The record is still there for the next start.
+    again = start_consumer(bbc_bundle, kafka_bootstrap, topics, group, log_path)
+    collector = Collector(kafka_bootstrap, topics)
+    try:
+        assert collector.poll_until(lambda c: len(c.predictions) == 1, 120)
+    finally:
+        collector.close()
+        again.send_signal(signal.SIGTERM)
+        assert wait_exit(again, 90) == 0
