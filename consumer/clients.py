@@ -71,6 +71,15 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def operator_producer_config(settings: Settings) -> dict[str, Any]:
+    """An idempotent, never transactional producer for the operator commands.
+
+    ``consumer.skip`` and ``consumer.replay`` run beside (or between runs of) the service;
+    its transactional id would fence the service's producer.
+    """
+    return producer_config(settings.model_copy(update={"exactly_once": False}))
+
+
 def admin_config(settings: Settings) -> dict[str, Any]:
     """Admin client settings (topic checks and creation at start-up)."""
     return _common(settings)

@@ -51,7 +51,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from consumer.clients import consumer_config, producer_config
+from consumer.clients import consumer_config, operator_producer_config
 from consumer.registry import RegistryStartupError, check_reachable, registry_client
 from consumer.settings import Settings
 from schemas import DeadLetter, ErrorCode
@@ -277,7 +277,7 @@ def replay(settings: ReplaySettings, out: Any = sys.stdout) -> Summary:
     summary = Summary()
     try:
         ends = _assign(consumer, settings, timeout)
-        producer = None if settings.dry_run else Producer(_plain_producer_config(settings))
+        producer = None if settings.dry_run else Producer(operator_producer_config(settings))
         failures: list[str] = []
 
         def on_delivery(error: Any, _message: Any) -> None:
@@ -437,11 +437,6 @@ def _produce(producer: Any, topic: str, decision: Decision, on_delivery: Any) ->
             return
         except BufferError:
             producer.poll(0.1)
-
-
-def _plain_producer_config(settings: Settings) -> dict[str, Any]:
-    """An idempotent, non-transactional producer (a transactional one would fence the service)."""
-    return producer_config(settings.model_copy(update={"exactly_once": False}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field
 
-from consumer.clients import admin_config, consumer_config
+from consumer.clients import admin_config, consumer_config, operator_producer_config
 from consumer.encoding import JSON_OUTPUT, OutputEncoder, output_encoder
 from consumer.isolation import Rejection
 from consumer.records import RawRecord
@@ -92,7 +92,9 @@ def skip(settings: SkipSettings, timeout_s: float = 30.0) -> str:
             _dead_letter_encoder(settings),
             settings.dead_letter_topic,
         )
-        _produce_acknowledged(Producer(_plain_producer_config(settings)), settings, record, letter)
+        _produce_acknowledged(
+            Producer(operator_producer_config(settings)), settings, record, letter
+        )
         try:
             consumer.commit(
                 offsets=[TopicPartition(topic, partition, offset + 1)], asynchronous=False
@@ -173,13 +175,6 @@ def _read(consumer: Any, tp: Any, timeout_s: float) -> RawRecord:
             f"{message.offset()}: deleted by retention or compaction?)"
         )
     raise SkipError(f"no record at {tp.topic}[{tp.partition}]@{tp.offset} within {timeout_s} s")
-
-
-def _plain_producer_config(settings: Settings) -> dict[str, Any]:
-    """An idempotent, non-transactional producer (a transactional one would fence the service)."""
-    from consumer.clients import producer_config
-
-    return producer_config(settings.model_copy(update={"exactly_once": False}))
 
 
 def _produce_acknowledged(
