@@ -86,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         wire = build_wire_format(settings)  # a registry problem fails before the model loads
         bundle = load_warm(settings.bundle)
+        shadow = load_warm(settings.shadow_bundle) if settings.shadow_bundle else None
         ensure_topics(settings)
         server = (
             serve_http(settings.metrics_host, settings.metrics_port, metrics, health)
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             health,
             watch=(settings.bundle, bundle.path, load_warm),
             wire=wire,
+            shadow=shadow,
         )
     except KafkaException as exc:
         log.error("startup_failed", error=f"cannot create the Kafka clients: {exc}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from consumer.batch import Classifier
-from consumer.clients import consumer_config, producer_config
+from consumer.clients import consumer_config, operator_producer_config, producer_config
 from consumer.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from consumer.metrics import HealthState, Metrics
 from consumer.service import ClassifierService
 from consumer.settings import Settings
+from consumer.shadow import Candidate, ShadowEvaluator, ShadowMetrics
 from consumer.wire import WireFormat
 from model.reload import ModelWatcher
 
@@ -21,6 +22,7 @@ def build_service(
     health: HealthState | None = None,
     watch: Any = None,
     wire: WireFormat | None = None,
+    shadow: Candidate | None = None,
 ) -> ClassifierService:
     """Create the consumer, producer and delivery strategy and return a ready service.
 
@@ -31,6 +33,7 @@ def build_service(
         health: Liveness/readiness state (a new one by default).
         watch: ``(model_dir, serving_version_dir, load)`` to enable hot reload, or ``None``.
         wire: Input/output formats (:func:`consumer.wire.build_wire_format`; default JSON).
+        shadow: The ``--shadow-bundle`` candidate, loaded and warmed up, or ``None``.
 
     Raises:
         confluent_kafka.KafkaException: bad client configuration, or (exactly-once)
@@ -64,6 +67,28 @@ def build_service(
             watcher = ModelWatcher(
                 model_dir, serving, load, settings.reload_interval_s, on_refused=refused
             )
+    evaluator = None
+    if shadow is not None:
+        shadow_producer = (
+            Producer(operator_producer_config(settings)) if settings.shadow_topic else None
+        )
+        evaluator = ShadowEvaluator(
+            shadow,
+            ShadowMetrics(metrics.registry),
+            settings.shadow_queue_batches,
+            shadow_producer,
+            settings.shadow_topic,
+            settings.top_k,
+        )
     return ClassifierService(
-        settings, classifier, consumer, producer, delivery, metrics, health, watcher, wire
+        settings,
+        classifier,
+        consumer,
+        producer,
+        delivery,
+        metrics,
+        health,
+        watcher,
+        wire,
+        evaluator,
     )

@@ -181,6 +181,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
     wanted = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
     if settings.review_topic:
         wanted.append(settings.review_topic)
+    if settings.shadow_topic:
+        wanted.append(settings.shadow_topic)
     try:
         existing = set(_list_topics(admin, errors, settings, timeout_s).topics)
     except KafkaException as exc:

@@ -41,6 +41,7 @@ from consumer.metrics import DependencyStatus, HealthState, Metrics
 from consumer.records import RawRecord
 from consumer.registry import SCHEMA_REGISTRY
 from consumer.settings import Settings
+from consumer.shadow import ShadowEvaluator
 from consumer.wire import WireFormat
 from consumer.worker import BatchWorker
 from model.reload import ModelWatcher
@@ -66,6 +67,7 @@ class ClassifierService:
         watcher: Hot-reload watcher of the model directory, or ``None``.
         wire: Input and output formats (default: JSON); built by
             :func:`consumer.wire.build_wire_format`, which checks the registry at start-up.
+        shadow: A candidate model's evaluator, offered every committed batch, or ``None``.
     """
 
     def __init__(
@@ -79,8 +81,10 @@ class ClassifierService:
         health: HealthState | None = None,
         watcher: ModelWatcher | None = None,
         wire: WireFormat | None = None,
+        shadow: ShadowEvaluator | None = None,
     ) -> None:
         self.settings = settings
+        self._shadow = shadow
         self.classifier = classifier
         self._consumer = consumer
         self._producer = producer
@@ -200,6 +204,8 @@ class ClassifierService:
             except Exception as exc:  # closing the consumer still matters more
                 self._log.warning("commit_failed", error=describe_exception(exc), waiting=True)
         self._consumer.close()  # leaves the group; nothing is auto-committed
+        if self._shadow is not None:
+            self._shadow.close(1.0 if self._abandoned else 10.0)
         remaining = self._producer.flush(1.0 if self._abandoned else self.settings.flush_timeout_s)
         totals = self.metrics.totals()
         self._log.info(
@@ -287,6 +293,8 @@ class ClassifierService:
             life.settle(BatchState.FAILED, behind, error=exc)
             raise
         life.settle(outcome, behind)
+        if outcome is BatchState.COMMITTED and self._shadow is not None:
+            self._shadow.offer(batch)  # never blocks: a shadow behind skips the batch
 
     # -- model hot swap ----------------------------------------------------------------
 

@@ -174,6 +174,25 @@ class Settings(WireFormatSettings):
         description="If set, low-confidence predictions are also published here "
         "(for routing uncertain tickets to a person).",
     )
+    shadow_bundle: Path | None = Field(
+        default=None,
+        description="A candidate model (model directory or version) evaluated on the live "
+        "micro-batches off the delivery path: agreement with the serving model, overall and "
+        "per label, and its confidence, as metrics (consumer/shadow.py). Loaded once.",
+    )
+    shadow_topic: str | None = Field(
+        default=None,
+        min_length=1,
+        description="With --shadow-bundle: also publish the candidate's predictions here "
+        "(same key; never part of a transaction).",
+    )
+    shadow_queue_batches: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Committed micro-batches the shadow may be behind; more are skipped "
+        "(counted), never waited for.",
+    )
     reload_interval_s: float = Field(
         default=5.0,
         ge=0,
@@ -369,7 +388,11 @@ class Settings(WireFormatSettings):
 
     @model_validator(mode="after")
     def _topics_distinct(self) -> Self:
-        outputs = [self.output_topic, self.dead_letter_topic, *filter(None, [self.review_topic])]
+        outputs = [
+            self.output_topic,
+            self.dead_letter_topic,
+            *filter(None, [self.review_topic, self.shadow_topic]),
+        ]
         if self.input_topic in outputs:
             raise ValueError(f"input topic {self.input_topic!r} is also an output topic")
         return self
@@ -406,3 +429,14 @@ class Settings(WireFormatSettings):
     @classmethod
     def _bundle_exists(cls, value: Path) -> Path:
         return require_existing(value)
+
+    @field_validator("shadow_bundle")
+    @classmethod
+    def _shadow_bundle_exists(cls, value: Path | None) -> Path | None:
+        return None if value is None else require_existing(value)
+
+    @model_validator(mode="after")
+    def _shadow_topic_needs_a_shadow(self) -> Self:
+        if self.shadow_topic and self.shadow_bundle is None:
+            raise ValueError("shadow_topic needs shadow_bundle")
+        return self

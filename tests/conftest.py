@@ -53,6 +53,27 @@ def bbc_bundle(bbc_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bbc_candidate_bundle(bbc_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deliberately weaker BBC model (smaller vocabulary and network, one epoch): a shadow
+    candidate that disagrees with :func:`bbc_bundle` on some articles."""
+    from model import NetworkConfig, SequenceConfig, TextConfig
+    from training.data import load_csv
+    from training.fit import FitConfig, TrainingConfig, fit
+
+    out = tmp_path_factory.mktemp("models") / "bbc-candidate"
+    config = FitConfig(
+        text=TextConfig(),
+        sequence=SequenceConfig(max_len=40),
+        network=NetworkConfig(embedding_dim=8, lstm_units=(8,), dense_units=None, dropout=0.0),
+        num_words=400,
+        training=TrainingConfig(epochs=1, batch_size=64, patience=1),
+        baseline=False,
+    )
+    fit(load_csv(bbc_csv, "text", "category"), out, config, verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
 def livedoor_bundle(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
     """A small Japanese model: MeCab-segmented livedoor articles, BiLSTM with max pooling."""
     from model import NetworkConfig, SequenceConfig, TextConfig, load_bundle

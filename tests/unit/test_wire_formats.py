@@ -416,7 +416,7 @@ def _registry_decoder(fmt: str) -> tuple[Any, bytes]:
 
 
 @pytest.mark.parametrize("fmt", ["avro", "json-schema"])
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(payload=st.binary(max_size=200))
 def test_no_payload_behind_a_valid_header_escapes_the_guard(fmt: str, payload: bytes) -> None:
     """Whatever follows the header is a message or a known rejection, never `unprocessable`
