@@ -24,7 +24,13 @@ from typing import Any, Protocol
 
 from consumer.field_map import FieldMap
 from consumer.isolation import InvalidRecordError
-from consumer.parsing import RecordLimits, check_depth, check_value_size, loads_json, validate_input
+from consumer.parsing import (
+    RecordLimits,
+    check_depth,
+    check_value_size,
+    parse_input,
+    validate_input,
+)
 from consumer.records import RawRecord
 from consumer.registry import classify_failure, subject_name_strategy
 from consumer.settings import Settings
@@ -63,10 +69,7 @@ class JsonInput:
 
     def __call__(self, record: RawRecord) -> InputMessage:
         """See :class:`InputDecoder`; the codes of :func:`consumer.parsing.parse_input`."""
-        value = check_value_size(record.value, self.limits)
-        check_depth(value, self.limits.max_json_depth)
-        obj = self.fields.apply(loads_json(value))
-        return validate_input(obj, self.limits, self.fields.sources)
+        return parse_input(record.value, self.limits, self.fields)
 
 
 class RegistryInput:

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from consumer.field_map import FieldMap
 from consumer.isolation import InvalidRecordError
 from schemas import (
     DEFAULT_MAX_TEXT_BYTES,
@@ -57,12 +58,15 @@ class RecordLimits:
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
 
 
-def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> InputMessage:
-    """Validate a record value against the input schema, within ``limits``.
+def parse_input(
+    value: bytes | None, limits: RecordLimits = RecordLimits(), fields: FieldMap | None = None
+) -> InputMessage:
+    """Validate a JSON record value against the input schema, within ``limits``.
 
     Args:
         value: The record's value (``None`` for a tombstone).
         limits: Size and depth caps.
+        fields: Where the input fields are in the producer's object (default: own names).
 
     Raises:
         InvalidRecordError: with code ``null_value``, ``value_too_large``, ``nesting_too_deep``,
@@ -71,7 +75,9 @@ def parse_input(value: bytes | None, limits: RecordLimits = RecordLimits()) -> I
     """
     value = check_value_size(value, limits)
     check_depth(value, limits.max_json_depth)
-    return validate_input(loads_json(value), limits)
+    if fields is None:
+        return validate_input(loads_json(value), limits)
+    return validate_input(fields.apply(loads_json(value)), limits, fields.sources)
 
 
 def check_value_size(value: bytes | None, limits: RecordLimits) -> bytes:

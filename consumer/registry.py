@@ -95,6 +95,17 @@ def registry_client(settings: WireFormatSettings) -> Any:
         ) from None
 
 
+def reachable_client(settings: WireFormatSettings) -> Any:
+    """A ``SchemaRegistryClient`` for ``settings`` that has answered once (start-up check).
+
+    Raises:
+        RegistryStartupError: see :func:`registry_client` and :func:`check_reachable`.
+    """
+    client = registry_client(settings)
+    check_reachable(client, settings.schema_registry_url or "")
+    return client
+
+
 def check_reachable(client: Any, url: str) -> None:
     """Ask the registry for its subjects once; refuse to start if it does not answer.
 

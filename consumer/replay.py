@@ -52,7 +52,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, model_validator
 
 from consumer.clients import consumer_config, operator_producer_config
-from consumer.registry import RegistryStartupError, check_reachable, registry_client
+from consumer.registry import RegistryStartupError, reachable_client
 from consumer.settings import Settings
 from schemas import DeadLetter, ErrorCode
 from schemas.settings import command_settings, parse_command_line
@@ -198,8 +198,7 @@ def _letter_reader(settings: ReplaySettings) -> Any:
     if settings.output_format == "json":
         return lambda value, _topic: DeadLetter.model_validate_json(value)
     try:
-        client = registry_client(settings)
-        check_reachable(client, settings.schema_registry_url or "")
+        client = reachable_client(settings)
     except RegistryStartupError as exc:
         raise ReplayError(str(exc)) from None
     from confluent_kafka.schema_registry.avro import AvroDeserializer

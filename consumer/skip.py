@@ -33,7 +33,7 @@ from consumer.clients import admin_config, consumer_config, operator_producer_co
 from consumer.encoding import JSON_OUTPUT, OutputEncoder, output_encoder
 from consumer.isolation import Rejection
 from consumer.records import RawRecord
-from consumer.registry import RegistryStartupError, check_reachable, registry_client
+from consumer.registry import RegistryStartupError, reachable_client
 from consumer.settings import Settings
 from consumer.steps import render_dead_letter
 from schemas import ErrorCode
@@ -121,8 +121,7 @@ def _dead_letter_encoder(settings: Settings) -> OutputEncoder:
     if settings.output_format == "json":
         return JSON_OUTPUT
     try:
-        client = registry_client(settings)
-        check_reachable(client, settings.schema_registry_url or "")
+        client = reachable_client(settings)
         return output_encoder(settings, client, {settings.dead_letter_topic: "dead_letter"})
     except RegistryStartupError as exc:
         raise SkipError(str(exc)) from None

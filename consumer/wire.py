@@ -8,7 +8,7 @@ import structlog
 
 from consumer.decoding import InputDecoder, JsonInput, input_decoder
 from consumer.encoding import JSON_OUTPUT, OutputEncoder, output_encoder
-from consumer.registry import RegistryStartupError, check_reachable, registry_client
+from consumer.registry import RegistryStartupError, reachable_client
 from consumer.settings import Settings
 from schemas.published import Kind
 
@@ -43,8 +43,7 @@ def build_wire_format(settings: Settings) -> WireFormat:
     if not settings.uses_registry:
         return WireFormat.json(settings)
     url = settings.schema_registry_url or ""
-    client = registry_client(settings)
-    check_reachable(client, url)
+    client = reachable_client(settings)
     try:
         decode = input_decoder(settings, client)
     except ValueError as exc:
