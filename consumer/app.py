@@ -8,6 +8,7 @@ from consumer.batch import Classifier
 from consumer.clients import consumer_config, operator_producer_config, producer_config
 from consumer.delivery import AtLeastOnce, Delivery, ExactlyOnce
 from consumer.metrics import HealthState, Metrics
+from consumer.observers import BatchObserver
 from consumer.service import ClassifierService
 from consumer.settings import Settings
 from consumer.shadow import Candidate, ShadowEvaluator, ShadowMetrics
@@ -67,18 +68,20 @@ def build_service(
             watcher = ModelWatcher(
                 model_dir, serving, load, settings.reload_interval_s, on_refused=refused
             )
-    evaluator = None
+    observers: list[BatchObserver] = []
     if shadow is not None:
         shadow_producer = (
             Producer(operator_producer_config(settings)) if settings.shadow_topic else None
         )
-        evaluator = ShadowEvaluator(
-            shadow,
-            ShadowMetrics(metrics.registry),
-            settings.shadow_queue_batches,
-            shadow_producer,
-            settings.shadow_topic,
-            settings.top_k,
+        observers.append(
+            ShadowEvaluator(
+                shadow,
+                ShadowMetrics(metrics.registry),
+                settings.shadow_queue_batches,
+                shadow_producer,
+                settings.shadow_topic,
+                settings.top_k,
+            )
         )
     return ClassifierService(
         settings,
@@ -90,5 +93,5 @@ def build_service(
         health,
         watcher,
         wire,
-        evaluator,
+        observers,
     )

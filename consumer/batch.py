@@ -24,6 +24,22 @@ from consumer.steps import Accepted
 TopicPartitionKey = tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class Predicted:
+    """One record of a settled batch that the model predicted.
+
+    Attributes:
+        record: The input record (key, coordinates, timestamp).
+        accepted: Its validated message and ``token_ids`` (unpadded, truncated to
+            ``max_len``: what the model saw).
+        probabilities: ``(n_classes,) float32``, in the order of ``classifier.labels``.
+    """
+
+    record: RawRecord
+    accepted: Accepted
+    probabilities: npt.NDArray[np.float32]
+
+
 class Classifier(Protocol):
     """What the service needs of a model bundle (see :class:`model.Bundle`)."""
 
@@ -130,3 +146,18 @@ class Batch:
             f"{topic}[{partition}]@{first}-{self.next_offsets[(topic, partition)] - 1}"
             for (topic, partition), first in self.first_offsets.items()
         ]
+
+    def predictions(self) -> list[Predicted]:
+        """The records the model predicted, in record order (rejections and failures left out).
+
+        Read only after the worker is done (``DELIVERED`` or later).
+        """
+        out: list[Predicted] = []
+        outcomes = iter(self.outcomes)
+        for record, item in zip(self.records, self.prepared, strict=True):
+            if not isinstance(item, Accepted):
+                continue
+            outcome = next(outcomes)
+            if not isinstance(outcome, Exception):
+                out.append(Predicted(record, item, outcome))
+        return out

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -38,10 +39,10 @@ from consumer.fetch import Fetcher
 from consumer.isolation import describe_exception
 from consumer.lifecycle import COMPUTED, WORKER_DONE, BatchState, Lifecycles
 from consumer.metrics import DependencyStatus, HealthState, Metrics
+from consumer.observers import BatchObserver
 from consumer.records import RawRecord
 from consumer.registry import SCHEMA_REGISTRY
 from consumer.settings import Settings
-from consumer.shadow import ShadowEvaluator
 from consumer.wire import WireFormat
 from consumer.worker import BatchWorker
 from model.reload import ModelWatcher
@@ -67,7 +68,8 @@ class ClassifierService:
         watcher: Hot-reload watcher of the model directory, or ``None``.
         wire: Input and output formats (default: JSON); built by
             :func:`consumer.wire.build_wire_format`, which checks the registry at start-up.
-        shadow: A candidate model's evaluator, offered every committed batch, or ``None``.
+        observers: Offered every committed batch, in order (:mod:`consumer.observers`):
+            the shadow evaluator, the drift monitor, the feedback join.
     """
 
     def __init__(
@@ -81,10 +83,10 @@ class ClassifierService:
         health: HealthState | None = None,
         watcher: ModelWatcher | None = None,
         wire: WireFormat | None = None,
-        shadow: ShadowEvaluator | None = None,
+        observers: Sequence[BatchObserver] = (),
     ) -> None:
         self.settings = settings
-        self._shadow = shadow
+        self._observers = list(observers)
         self.classifier = classifier
         self._consumer = consumer
         self._producer = producer
@@ -204,8 +206,8 @@ class ClassifierService:
             except Exception as exc:  # closing the consumer still matters more
                 self._log.warning("commit_failed", error=describe_exception(exc), waiting=True)
         self._consumer.close()  # leaves the group; nothing is auto-committed
-        if self._shadow is not None:
-            self._shadow.close(1.0 if self._abandoned else 10.0)
+        for observer in self._observers:
+            observer.close(1.0 if self._abandoned else 10.0)
         remaining = self._producer.flush(1.0 if self._abandoned else self.settings.flush_timeout_s)
         totals = self.metrics.totals()
         self._log.info(
@@ -293,8 +295,16 @@ class ClassifierService:
             life.settle(BatchState.FAILED, behind, error=exc)
             raise
         life.settle(outcome, behind)
-        if outcome is BatchState.COMMITTED and self._shadow is not None:
-            self._shadow.offer(batch)  # never blocks: a shadow behind skips the batch
+        if outcome is BatchState.COMMITTED:
+            for observer in self._observers:
+                try:  # never blocks (a shadow behind skips the batch)
+                    observer.offer(batch)
+                except Exception as exc:  # an observer's bug must never stop the stream
+                    self._log.warning(
+                        "observer_failed",
+                        observer=type(observer).__name__,
+                        error=describe_exception(exc),
+                    )
 
     # -- model hot swap ----------------------------------------------------------------
 

@@ -39,7 +39,6 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumer.batch import Batch
-from consumer.steps import Accepted
 from schemas.prediction_json import prediction_json
 
 #: Bins of the candidate's confidence histogram (probability of its top label).
@@ -94,18 +93,12 @@ class ShadowBatch:
         """The predicted records of a committed ``batch`` (rejections and failures left out)."""
         labels = batch.classifier.labels
         out = cls(batch.classifier.version, [], [], [], [], [])
-        outcomes = iter(batch.outcomes)
-        for record, item in zip(batch.records, batch.prepared, strict=True):
-            if not isinstance(item, Accepted):
-                continue
-            outcome = next(outcomes)
-            if isinstance(outcome, Exception):
-                continue
-            out.documents.append(item.message.document)
-            out.serving_labels.append(labels[int(np.argmax(outcome))])
-            out.keys.append(record.key)
-            out.ids.append(item.message.id)
-            out.sources.append((record.topic, record.partition, record.offset))
+        for p in batch.predictions():
+            out.documents.append(p.accepted.message.document)
+            out.serving_labels.append(labels[int(np.argmax(p.probabilities))])
+            out.keys.append(p.record.key)
+            out.ids.append(p.accepted.message.id)
+            out.sources.append((p.record.topic, p.record.partition, p.record.offset))
         return out
 
 
