@@ -36,6 +36,7 @@ from api.middleware import BodyLimit, RequestCounting
 from api.models import ExplainRequest, ExplanationOut, ModelInfo, WordWeight
 from api.settings import API_KEY_HEADER, ApiSettings
 from model import Bundle
+from model.drift.tracker import DriftTracker
 from model.explain import explain_text
 from model.reload import ModelWatcher
 from schemas import Classification, ClassProbability, InputMessage
@@ -62,12 +63,17 @@ def create_app(
     """
     metrics = metrics or ApiMetrics()
     api_key = settings.resolved_api_key()
+    drift = None
+    if settings.drift_window_documents > 0:
+        drift = DriftTracker(settings, metrics.registry, "api")
+        drift.serve(bundle)  # the reference gauges from the start
     batcher = MicroBatcher(
         bundle,
         settings.max_batch_size,
         settings.max_wait_ms,
         on_batch=metrics.batch_size.observe,
         take_new_bundle=_reloads(watcher, metrics),
+        on_predicted=drift.observe if drift is not None else None,
     )
     metrics.model.info({"version": bundle.version})
 

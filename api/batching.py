@@ -22,11 +22,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from model import Bundle
 from model.probabilities import checked_rows
 
 Probabilities = npt.NDArray[np.float32]
+#: ``(bundle, token_ids, (n, n_classes) float32 rows)`` of the documents a model call predicted.
+Observer = Callable[[Bundle, list[list[int]], Probabilities], None]
+
+_log = structlog.get_logger("api")
 
 
 class TextFailedError(Exception):
@@ -51,6 +56,9 @@ class MicroBatcher:
         on_batch: Called with each model call's size (metrics).
         take_new_bundle: Returns a newly loaded bundle or ``None`` (hot reload); polled
             between batches.
+        on_predicted: Called in the inference thread with each model call's bundle, the
+            documents' ``token_ids`` and their ``(n, n_classes) float32`` rows (the drift
+            signals); its exceptions are logged, never a request's failure.
     """
 
     def __init__(
@@ -60,12 +68,14 @@ class MicroBatcher:
         max_wait_ms: float,
         on_batch: Callable[[int], None] = lambda _: None,
         take_new_bundle: Callable[[], Bundle | None] = lambda: None,
+        on_predicted: Observer | None = None,
     ) -> None:
         self.bundle = bundle
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self._on_batch = on_batch
         self._take_new_bundle = take_new_bundle
+        self._on_predicted = on_predicted
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="api-batch")
         self._task: asyncio.Task[None] | None = None
@@ -132,7 +142,9 @@ class MicroBatcher:
                 self.bundle = new
             bundle = self.bundle
             try:
-                rows = await loop.run_in_executor(self._executor, _predict, bundle, batch)
+                rows = await loop.run_in_executor(
+                    self._executor, _predict, bundle, batch, self._on_predicted
+                )
             except Exception as exc:  # the model failed as a whole: every request learns it
                 for request in batch:
                     if not request.future.done():
@@ -147,7 +159,7 @@ class MicroBatcher:
                 start = end
 
 
-def _predict(bundle: Bundle, batch: list[_Request]) -> list[Any]:
+def _predict(bundle: Bundle, batch: list[_Request], observe: Observer | None) -> list[Any]:
     """Tokenise every document (each on its own) and run the valid ones as one call."""
     sequences: list[list[int]] = []
     slots: list[int | Exception] = []
@@ -159,4 +171,22 @@ def _predict(bundle: Bundle, batch: list[_Request]) -> list[Any]:
             except Exception as exc:  # one text's failure is its own
                 slots.append(TextFailedError(f"{type(exc).__name__}: {exc}"))
     rows = checked_rows(bundle.predict_token_ids(sequences))  # clipped, or non-finite errors
+    if observe is not None:
+        _observe(observe, bundle, sequences, rows)
     return [s if isinstance(s, Exception) else rows[s] for s in slots]
+
+
+def _observe(
+    observe: Observer,
+    bundle: Bundle,
+    sequences: list[list[int]],
+    rows: list[Probabilities | Exception],
+) -> None:
+    """Hand the predicted documents to ``observe``; its failure is logged, never raised."""
+    good = [(i, row) for i, row in enumerate(rows) if not isinstance(row, Exception)]
+    if not good:
+        return
+    try:
+        observe(bundle, [sequences[i] for i, _ in good], np.stack([row for _, row in good]))
+    except Exception as exc:  # the drift signals must never fail a request
+        _log.warning("observer_failed", error=f"{type(exc).__name__}: {exc}")

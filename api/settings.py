@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings
 
 from model.bundle import require_existing
+from model.drift.settings import DriftSettings
 from schemas import DEFAULT_MAX_TEXT_BYTES
 from schemas.settings import command_settings
 
@@ -21,7 +21,7 @@ from schemas.settings import command_settings
 API_KEY_HEADER = "X-API-Key"
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(DriftSettings):
     """All settings of ``python -m api``; env var = ``CLASSIFIER_API_`` + upper-case name."""
 
     model_config = command_settings("python -m api", "CLASSIFIER_API_")

@@ -19,6 +19,7 @@ from consumer.isolation import Rejection
 from consumer.lifecycle import Lifecycle
 from consumer.records import RawRecord
 from consumer.steps import Accepted
+from model.drift.profile import ReferenceProfile
 
 #: ``(topic, partition)``
 TopicPartitionKey = tuple[str, int]
@@ -51,6 +52,11 @@ class Classifier(Protocol):
     @property
     def labels(self) -> list[str]:
         """Class names in output order."""
+        ...
+
+    @property
+    def drift_profile(self) -> ReferenceProfile | None:
+        """The reference of the drift signals, or ``None`` (a bundle trained before them)."""
         ...
 
     def token_ids(self, text: str) -> list[int]:

@@ -9,6 +9,7 @@ Layout of a model directory (``--output`` of ``training.fit``, ``--bundle`` of t
         model.keras       # Keras 3 model (architecture + weights)
         vocabulary.json   # vocabulary words in id order and the OOV token
         metrics.json      # held-out evaluation
+        drift_profile.json  # reference of the drift signals (model/drift/profile.py)
         ...               # any extra files training adds (split, report)
 
 A version directory is first written under a hidden temporary name in the same parent and
@@ -34,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from model.drift.profile import ReferenceProfile, load_profile
 from model.engine import FULL_LENGTH_CHUNK, EngineConfig, InferenceEngine, configure_threads
 from model.network import NetworkConfig, embedding_layer
 from model.pipeline import TextPipeline
@@ -92,6 +94,8 @@ class Bundle:
         manifest: Parsed ``manifest.json``.
         pipeline: Text → ids preprocessing identical to training.
         model: The Keras model, ``(batch, seq_len) int32 → (batch, n_classes) float32``.
+        drift_profile: The reference profile of the drift signals (``drift_profile.json``,
+            :mod:`model.drift`), or ``None`` for a bundle trained before it existed.
     """
 
     def __init__(
@@ -101,8 +105,10 @@ class Bundle:
         pipeline: TextPipeline,
         model: Any,
         engine_config: EngineConfig | None = None,
+        drift_profile: ReferenceProfile | None = None,
     ):
         self.path = path
+        self.drift_profile = drift_profile
         self.manifest = manifest
         self.pipeline = pipeline
         self.model = model
@@ -292,8 +298,12 @@ def load_bundle(path: Path | str) -> Bundle:
             f"bundle {version_dir}: vocabulary has {vocabulary.size} ids, "
             f"the embedding only {embedding_rows}"
         )
+    try:
+        profile = load_profile(version_dir, manifest.labels)
+    except ValueError as exc:
+        raise BundleError(f"bundle {version_dir}: {exc}") from exc
     pipeline = TextPipeline(manifest.text, manifest.sequence, vocabulary)
-    return Bundle(version_dir, manifest, pipeline, model)
+    return Bundle(version_dir, manifest, pipeline, model, drift_profile=profile)
 
 
 def save_bundle(

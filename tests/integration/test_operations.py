@@ -20,6 +20,7 @@ from consumer.app import build_service
 from consumer.service import ClassifierService
 from consumer.settings import Settings
 from model import Bundle, load_bundle
+from model.drift import ReferenceProfile
 from tests.integration.conftest import TopicFactory
 from tests.integration.streaming import (
     Collector,
@@ -54,6 +55,10 @@ class Faulty:
     @property
     def labels(self) -> list[str]:
         return self.bundle.labels
+
+    @property
+    def drift_profile(self) -> ReferenceProfile | None:
+        return self.bundle.drift_profile
 
     def token_ids(self, text: str) -> list[int]:
         ids = self.bundle.token_ids(text)

@@ -136,6 +136,7 @@ class _Delivery:
 class _Classifier:
     def __init__(self) -> None:
         self.version = "test"
+        self.drift_profile = None
         self.labels = ["a", "b"]
 
     def token_ids(self, text: str) -> list[int]:

@@ -263,6 +263,7 @@ def test_registry_credentials_from_a_file_stay_secret(tmp_path: Path) -> None:
 
 class _Classifier:
     version = "v"
+    drift_profile = None
     labels = ("a",)
 
     def token_ids(self, text: str) -> list[int]:

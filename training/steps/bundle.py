@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from model.bundle import save_bundle
+from model.drift.profile import PROFILE_FILE
 from training.config import FitConfig
 from training.plots import confusion_matrix_png, history_png
 from training.report import (
@@ -21,6 +22,7 @@ from training.report import (
 from training.steps.assess import Assessment
 from training.steps.encode import EncodedData
 from training.steps.prepare import PreparedData
+from training.steps.profile import reference_profile
 from training.steps.train import TrainedModel
 
 #: File in the bundle recording the held-out rows, so anyone can re-score the same split.
@@ -41,7 +43,8 @@ def write_bundle(
 
     Besides the model, vocabulary, manifest and ``metrics.json``
     (:func:`model.bundle.save_bundle`), the version holds ``split.json``, ``report.md``,
-    ``confusion_matrix.txt``/``.png`` and ``history.png``; the manifest's ``training``
+    ``confusion_matrix.txt``/``.png``, ``history.png`` and ``drift_profile.json`` (the
+    validation split's drift reference, :mod:`training.steps.profile`); the manifest's ``training``
     records the data files, their sha256, the row counts and every training setting.
 
     Args:
@@ -91,6 +94,7 @@ def write_bundle(
             CONFUSION_TXT: confusion_text(metrics),
             CONFUSION_PNG: confusion_matrix_png(metrics["confusion_matrix"], prepared.labels),
             HISTORY_PNG: history_png(metrics["history"]),
+            PROFILE_FILE: reference_profile(prepared, encoded, trained).to_json(),
         },
     )
 
