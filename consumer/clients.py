@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from consumer.logs import kafka_logger
@@ -78,6 +79,80 @@ def operator_producer_config(settings: Settings) -> dict[str, Any]:
     its transactional id would fence the service's producer.
     """
     return producer_config(settings.model_copy(update={"exactly_once": False}))
+
+
+def reader_config(settings: Settings, group_id: str) -> dict[str, Any]:
+    """A consumer for the operator readers that ``assign()`` partitions themselves.
+
+    ``consumer.replay``, ``consumer.export_feedback`` and the feedback join read topics
+    beside the service: committed transactional data only (``read_committed``), no
+    automatic commits, no statistics, and never the service's static membership.
+
+    Args:
+        settings: The service's settings (brokers, security, ``--kafka`` properties).
+        group_id: The reader's own ``group.id`` (librdkafka needs one even when offsets are
+            never committed); never the service's group.
+    """
+    config = {
+        **consumer_config(settings),
+        "group.id": group_id,
+        "statistics.interval.ms": 0,
+        "isolation.level": "read_committed",  # never an aborted transaction's record
+    }
+    config.pop("group.instance.id", None)
+    return config
+
+
+class ReadStalledError(Exception):
+    """A reader got no record for too long before reaching the end offsets it wanted."""
+
+
+def topic_partitions(consumer: Any, topic: str, timeout_s: float) -> list[int] | None:
+    """The partition ids of ``topic``, sorted, or ``None`` when the topic does not exist.
+
+    Raises:
+        confluent_kafka.KafkaException: no metadata within ``timeout_s`` (broker unreachable).
+    """
+    info = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        return None
+    return sorted(info.partitions)
+
+
+def read_to_ends(
+    consumer: Any, topic: str, ends: dict[int, int], timeout_s: float
+) -> Iterator[Any]:
+    """The records of an assigned ``topic`` up to ``ends`` (partition → end offset, exclusive).
+
+    A partition is done when the consumer's position reaches its end offset, so the
+    invisible control records of a transactional topic (exactly-once) end it too. Records
+    with an error are skipped.
+
+    Raises:
+        ReadStalledError: no records for ``timeout_s`` (e.g. a transaction left open).
+    """
+    from confluent_kafka import TopicPartition
+
+    remaining = dict(ends)
+    last_progress = time.monotonic()
+    while remaining:
+        for message in consumer.consume(500, 0.5):
+            if message.error() is not None:
+                continue
+            partition, offset = message.partition(), message.offset()
+            end = remaining.get(partition)
+            if end is None or offset >= end:
+                continue
+            last_progress = time.monotonic()
+            yield message
+        positions = consumer.position([TopicPartition(topic, p) for p in remaining])
+        for tp in positions:
+            if tp.offset >= remaining[tp.partition]:
+                del remaining[tp.partition]
+        if remaining and time.monotonic() - last_progress > timeout_s:
+            raise ReadStalledError(
+                f"no records of {topic!r} for {timeout_s} s; still to read: {remaining}"
+            )
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:

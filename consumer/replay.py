@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,7 +50,13 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from consumer.clients import consumer_config, operator_producer_config
+from consumer.clients import (
+    ReadStalledError,
+    operator_producer_config,
+    read_to_ends,
+    reader_config,
+    topic_partitions,
+)
 from consumer.registry import RegistryStartupError, reachable_client
 from consumer.settings import Settings
 from schemas import DeadLetter, ErrorCode
@@ -265,14 +270,8 @@ def replay(settings: ReplaySettings, out: Any = sys.stdout) -> Summary:
 
     read_letter = _letter_reader(settings)
     topic, timeout = settings.dead_letter_topic, settings.replay_timeout_s
-    config = {
-        **consumer_config(settings),
-        "group.id": settings.effective_replay_group_id,
-        "statistics.interval.ms": 0,
-        "isolation.level": "read_committed",  # never replay an aborted transaction's letter
-    }
-    config.pop("group.instance.id", None)
-    consumer = Consumer(config)
+    # read_committed: never replay an aborted transaction's letter
+    consumer = Consumer(reader_config(settings, settings.effective_replay_group_id))
     summary = Summary()
     try:
         ends = _assign(consumer, settings, timeout)
@@ -367,11 +366,9 @@ def _assign(consumer: Any, settings: ReplaySettings, timeout_s: float) -> dict[i
 
     topic = settings.dead_letter_topic
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
+        partitions = topic_partitions(consumer, topic, timeout_s)
+        if partitions is None:
             raise ReplayError(f"dead-letter topic {topic!r} not found")
-        partitions = sorted(info.partitions)
         committed = consumer.committed(
             [TopicPartition(topic, p) for p in partitions], timeout=timeout_s
         )
@@ -392,35 +389,11 @@ def _assign(consumer: Any, settings: ReplaySettings, timeout_s: float) -> dict[i
 
 
 def _read_until(consumer: Any, topic: str, ends: dict[int, int], timeout_s: float) -> Iterable[Any]:
-    """The records of every partition up to its end offset at start.
-
-    A partition is done when the consumer's position reaches its end offset, so the
-    invisible control records of a transactional dead-letter topic (exactly-once) end it
-    too.
-
-    Raises:
-        ReplayError: no progress for ``timeout_s`` (e.g. a transaction left open).
-    """
-    from confluent_kafka import TopicPartition
-
-    remaining = dict(ends)
-    last_progress = time.monotonic()
-    while remaining:
-        for message in consumer.consume(500, 0.5):
-            if message.error() is not None:
-                continue
-            partition, offset = message.partition(), message.offset()
-            end = remaining.get(partition)
-            if end is None or offset >= end:
-                continue
-            last_progress = time.monotonic()
-            yield message
-        positions = consumer.position([TopicPartition(topic, p) for p in remaining])
-        for tp in positions:
-            if tp.offset >= remaining[tp.partition]:
-                del remaining[tp.partition]
-        if remaining and time.monotonic() - last_progress > timeout_s:
-            raise ReplayError(f"no records for {timeout_s} s; still to read: {remaining}")
+    """:func:`consumer.clients.read_to_ends`, a stall as a :class:`ReplayError`."""
+    try:
+        yield from read_to_ends(consumer, topic, ends, timeout_s)
+    except ReadStalledError as exc:
+        raise ReplayError(str(exc)) from None
 
 
 def _produce(producer: Any, topic: str, decision: Decision, on_delivery: Any) -> None:
