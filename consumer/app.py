@@ -7,6 +7,7 @@ from typing import Any
 from consumer.batch import Classifier
 from consumer.clients import consumer_config, operator_producer_config, producer_config
 from consumer.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from consumer.feedback import FeedbackJoin
 from consumer.metrics import HealthState, Metrics
 from consumer.observers import BatchObserver
 from consumer.service import ClassifierService
@@ -83,6 +84,8 @@ def build_service(
                 settings.top_k,
             )
         )
+    if settings.labels_topic:  # the feedback loop: verdicts joined to these predictions
+        observers.append(FeedbackJoin.from_settings(settings, metrics.registry))
     return ClassifierService(
         settings,
         classifier,

@@ -239,7 +239,7 @@ def _list_topics(admin: Any, errors: list[Any], settings: Settings, timeout_s: f
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
-    """Check that the input, output and dead-letter topics exist, creating them if asked.
+    """Check that the service's topics exist (input, outputs, labels), creating them if asked.
 
     Raises:
         StartupError: the broker does not answer within ``timeout_s``, refuses the SASL
@@ -258,6 +258,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> None:
         wanted.append(settings.review_topic)
     if settings.shadow_topic:
         wanted.append(settings.shadow_topic)
+    if settings.labels_topic:
+        wanted.append(settings.labels_topic)
     try:
         existing = set(_list_topics(admin, errors, settings, timeout_s).topics)
     except KafkaException as exc:

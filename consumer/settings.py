@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from consumer.feedback_settings import FeedbackSettings
 from consumer.format_settings import WireFormatSettings
 from consumer.parsing import (
     DEFAULT_MAX_JSON_DEPTH,
@@ -53,11 +54,12 @@ def _default_bootstrap() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
 
-class Settings(WireFormatSettings):
+class Settings(WireFormatSettings, FeedbackSettings):
     """All settings of ``python -m consumer``; env var = ``CLASSIFIER_`` + upper-case name.
 
     The input/output formats and the Schema Registry client are
-    :class:`~consumer.format_settings.WireFormatSettings`.
+    :class:`~consumer.format_settings.WireFormatSettings`; the feedback loop's are
+    :class:`~consumer.feedback_settings.FeedbackSettings`.
     """
 
     model_config = command_settings("python -m consumer", "CLASSIFIER_")
