@@ -35,14 +35,15 @@ class HttpBenchError(Exception):
     """The API under test did not start or answered errors."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 def _start(bundle: Path, max_batch_size: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "api", "--bundle", str(bundle), "--port", str(port),
         "--max-batch-size", str(max_batch_size), "--reload-interval-s", "0",

@@ -27,7 +27,7 @@ from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from model import Bundle, load_bundle
 from tests.integration.streaming import held_out_articles
-from tests.net import free_port
+from tests.net import free_port, metric_value
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -161,6 +161,31 @@ def test_model_health_and_metrics_endpoints(server: tuple[str, FastAPI], bundle:
     assert f'classifier_model_info{{version="{bundle.version}"}} 1.0' in text
     assert "classifier_api_request_seconds_bucket" in text
     assert httpx.get(f"{url}/openapi.json", timeout=10).json()["paths"]["/v1/classify"]
+
+
+def test_the_drift_window_counts_what_the_api_predicted(
+    bbc_bundle: Path, bundle: Bundle, bbc_csv: Path
+) -> None:
+    articles = held_out_articles(bbc_bundle, bbc_csv)[:24]
+    settings = ApiSettings(
+        bundle=bbc_bundle, reload_interval_s=0, drift_window_documents=24, drift_min_documents=20
+    )
+    with TestClient(create_app(settings, bundle)) as client:
+        for start in (0, 8, 16):
+            body = [{"id": i, "text": t} for i, t, _ in articles[start : start + 8]]
+            assert client.post("/v1/classify", json=body).status_code == 200
+        text = client.get("/metrics").text
+    ids = [bundle.token_ids(t) for _, t, _ in articles]
+    oov_rate = sum(i.count(1) for i in ids) / sum(len(i) for i in ids)
+    version = {"model_version": bundle.version}
+    assert metric_value(text, "classifier_drift_window_documents", **version) == 24
+    live = metric_value(text, "classifier_text_oov_rate", **version, window="live")
+    assert live == pytest.approx(oov_rate, rel=1e-9)
+    profile = bundle.drift_profile
+    assert profile is not None
+    reference = metric_value(text, "classifier_text_oov_rate", **version, window="reference")
+    assert reference == pytest.approx(profile.oov_tokens / profile.tokens, rel=1e-9)
+    assert metric_value(text, "classifier_drift_psi", **version, quantity="oov") >= 0
 
 
 def test_an_api_key_guards_v1_but_not_health(
