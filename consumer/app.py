@@ -7,6 +7,7 @@ from typing import Any
 from consumer.batch import Classifier
 from consumer.clients import consumer_config, operator_producer_config, producer_config
 from consumer.delivery import AtLeastOnce, Delivery, ExactlyOnce
+from consumer.drift import DriftObserver
 from consumer.feedback import FeedbackJoin
 from consumer.metrics import HealthState, Metrics
 from consumer.observers import BatchObserver
@@ -70,6 +71,10 @@ def build_service(
                 model_dir, serving, load, settings.reload_interval_s, on_refused=refused
             )
     observers: list[BatchObserver] = []
+    if settings.drift_window_documents > 0:
+        drift = DriftObserver(settings, metrics.registry)
+        drift.serve(classifier)  # the reference gauges, or why there are none, at start-up
+        observers.append(drift)
     if shadow is not None:
         shadow_producer = (
             Producer(operator_producer_config(settings)) if settings.shadow_topic else None

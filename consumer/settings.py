@@ -22,6 +22,7 @@ from consumer.parsing import (
 )
 from consumer.records import DEFAULT_DEAD_LETTER_MAX_VALUE_BYTES
 from model.bundle import require_existing
+from model.drift.settings import DriftSettings
 from schemas import DEFAULT_MAX_TEXT_BYTES
 from schemas.settings import command_settings
 
@@ -54,12 +55,13 @@ def _default_bootstrap() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
 
-class Settings(WireFormatSettings, FeedbackSettings):
+class Settings(WireFormatSettings, FeedbackSettings, DriftSettings):
     """All settings of ``python -m consumer``; env var = ``CLASSIFIER_`` + upper-case name.
 
     The input/output formats and the Schema Registry client are
     :class:`~consumer.format_settings.WireFormatSettings`; the feedback loop's are
-    :class:`~consumer.feedback_settings.FeedbackSettings`.
+    :class:`~consumer.feedback_settings.FeedbackSettings`; the drift signals' are
+    :class:`~model.drift.settings.DriftSettings` (shared with the API).
     """
 
     model_config = command_settings("python -m consumer", "CLASSIFIER_")
