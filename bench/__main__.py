@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema-registry-url",
         help="the formats stage's registry (default: start a local Apicurio one)",
     )
+    p.add_argument(
+        "--no-drift",
+        action="store_true",
+        help="skip the drift-signals stage (saturated drain with them off and on)",
+    )
     p.add_argument("--no-cpu", action="store_true", help="skip stages 1-3 and the peak")
     p.add_argument(
         "--no-http", action="store_true", help="skip the HTTP stage (python -m api under wrk)"
@@ -257,6 +262,21 @@ def main(argv: list[str] | None = None) -> int:
                                 log_dir=log_dir,
                                 registry_url=registry_url,
                             )
+                if not args.no_drift:
+                    from bench import drift
+
+                    for name in streams:
+                        say(f"{name}: drift signals off vs on (saturated drain, two pairs)")
+                        results["streams"].setdefault(name, {})["drift"] = drift.overhead(
+                            bootstrap,
+                            bundle,
+                            name,
+                            load_stream(name, data_dir, 1).distinct,
+                            messages=args.messages,
+                            warmup=args.warmup,
+                            max_batch_size=args.max_batch_size,
+                            log_dir=log_dir,
+                        )
                 if not args.no_peers:  # the peer frameworks (bench/peers), when .venv-peers exists
                     from bench.peers.stage import run_stage
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import consumer_args
+from bench.e2e import consumer_args, run_stream
 from bench.http import free_port
 from bench.kafka_io import E2EError, broker, create_topics, produce_all, wait_for
 
@@ -153,6 +153,52 @@ def run(
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     return version, samples
+
+
+def overhead(
+    bootstrap: str,
+    bundle: Path,
+    name: str,
+    texts: Sequence[str],
+    messages: int,
+    warmup: int,
+    max_batch_size: int,
+    log_dir: Path,
+) -> dict[str, Any]:
+    """Saturated drain with the drift signals off, then on, then off and on again.
+
+    Side by side in one run on the same broker, bundle and texts (stage 4's
+    :func:`bench.e2e.run_stream`): what counting every committed micro-batch into the
+    drift window costs the stream.
+
+    Returns:
+        ``{"off": [run, run], "on": [run, run], "on_vs_off": ratio of mean msgs/s}``.
+
+    Raises:
+        E2EError: a run failed.
+    """
+    out: dict[str, Any] = {"off": [], "on": []}
+    for mode in ("off", "on", "off", "on"):
+        extra = ["--drift-window-documents", "0"] if mode == "off" else []
+        out[mode].append(
+            run_stream(
+                bootstrap,
+                bundle,
+                f"{name}-drift-{mode}",
+                texts,
+                messages=messages,
+                warmup=warmup,
+                paced_loads=[],
+                paced_seconds=0,
+                max_batch_size=max_batch_size,
+                max_wait_ms=0,
+                log_dir=log_dir,
+                extra_args=extra,
+            )
+        )
+    mean = {m: sum(r["saturation"]["msgs_per_s"] for r in out[m]) / 2 for m in ("off", "on")}
+    out["on_vs_off"] = mean["on"] / mean["off"] if mean["off"] else float("nan")
+    return out
 
 
 def table(samples: Sequence[Sample]) -> str:

@@ -247,6 +247,7 @@ def markdown(results: Mapping[str, Any]) -> str:
         )
     lines += processes_table(results)
     lines += formats_table(results)
+    lines += drift_table(results)
     lines += restart_table(results)
     lines += reload_table(results)
     lines += http_table(results)
@@ -281,6 +282,33 @@ def formats_table(results: Mapping[str, Any]) -> list[str]:
     lines.append(
         "| Avro / JSON throughput | "
         + " | ".join(f"{_num(f.get('avro_vs_json'), 2)} x" for f in streams.values())
+        + " |"
+    )
+    return lines
+
+
+def drift_table(results: Mapping[str, Any]) -> list[str]:
+    """The drift-signals stage: saturated drain with them off and on (empty when not run)."""
+    streams = {n: s["drift"] for n, s in results.get("streams", {}).items() if "drift" in s}
+    if not streams:
+        return []
+    lines = [
+        "",
+        "| drift signals, saturated drain (`bench/drift.py`) | " + " | ".join(streams) + " |",
+        "| --- |" + " ---: |" * len(streams),
+    ]
+    for mode, label in (("off", "off (`--drift-window-documents 0`)"), ("on", "on (default)")):
+        lines.append(
+            f"| {label}, msgs/s of two runs | "
+            + " | ".join(
+                " / ".join(_num(_get(r, "saturation", "msgs_per_s")) for r in d.get(mode, []))
+                for d in streams.values()
+            )
+            + " |"
+        )
+    lines.append(
+        "| on / off throughput | "
+        + " | ".join(f"{_num(d.get('on_vs_off'), 2)} x" for d in streams.values())
         + " |"
     )
     return lines

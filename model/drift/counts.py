@@ -155,7 +155,7 @@ def count_documents(
             f"probabilities have shape {probs.shape}; expected ({n}, {len(bins.labels)})"
         )
     lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=n)
-    oov = np.fromiter((_oov_count(ids) for ids in token_ids), dtype=np.int64, count=n)
+    oov = np.fromiter((ids.count(OOV_INDEX) for ids in token_ids), dtype=np.int64, count=n)
     top = np.argmax(probs, axis=1) if n else np.zeros(0, dtype=np.int64)
     confidence = probs[np.arange(n), top] if n else np.zeros(0)
     oov_share = np.divide(oov, lengths, out=np.zeros(n), where=lengths > 0)
@@ -180,9 +180,3 @@ def count_documents(
             "truncation": histogram((lengths >= bins.max_len).astype(np.intp), 2),
         },
     )
-
-
-def _oov_count(ids: Sequence[int]) -> int:
-    if isinstance(ids, list | tuple):
-        return ids.count(OOV_INDEX)
-    return sum(1 for i in ids if i == OOV_INDEX)

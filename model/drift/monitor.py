@@ -13,7 +13,7 @@ import numpy.typing as npt
 from model.drift.alert import AlertState, DriftAlert
 from model.drift.counts import QUANTITIES, DriftCounts, Quantity, count_documents
 from model.drift.profile import ReferenceProfile
-from model.drift.scores import js_distance, psi
+from model.drift.scores import scores
 from model.drift.window import SlidingWindow
 
 
@@ -121,9 +121,10 @@ class DriftMonitor:
         psis: dict[Quantity, float | None] = {}
         jss: dict[Quantity, float | None] = {}
         for q in QUANTITIES:
-            expected, actual = self._reference.bins[q], window.bins[q]
-            psis[q] = psi(expected, actual) if ready else None
-            jss[q] = js_distance(expected, actual) if ready else None
+            if ready:
+                psis[q], jss[q] = scores(self._reference.bins[q], window.bins[q])
+            else:
+                psis[q] = jss[q] = None
         return DriftSnapshot(
             self.model_version,
             window,

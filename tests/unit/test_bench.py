@@ -165,3 +165,33 @@ def test_http_stage_measures_both_modes_side_by_side(bbc_bundle: Path, data_dir:
     assert result["speedup_at_max_clients"] > 0
     table = "\n".join(http_table({"http": result}))
     assert "| 8 clients: throughput · p50/p99 |" in table
+
+
+def test_the_drift_tables_report_the_phases_and_the_overhead() -> None:
+    from bench.drift import Sample, table
+    from bench.report import drift_table
+
+    def sample(documents: int, phase: str, oov_psi: float, firing: float) -> Sample:
+        quantities = ("label", "confidence", "length", "oov", "truncation")
+        return Sample(
+            documents, phase, 300, 0.2, 0.18, 0.5, 0.49,
+            {q: (oov_psi if q == "oov" else 0.01) for q in quantities},
+            {q: 0.05 for q in quantities},
+            {q: (firing if q == "oov" else 0.0) for q in quantities},
+        )  # fmt: skip
+
+    samples = [sample(100, "bbc", 0.02, 0), sample(200, "bbc", 0.03, 0), sample(300, "ng", 5.9, 1)]
+    rows = table(samples).splitlines()
+    assert len(rows) == 4  # header, rule, one row per phase (its last sample)
+    assert rows[2].startswith("| bbc | 200 |")
+    assert "| none |" in rows[2]
+    assert "5.900" in rows[3]
+    assert rows[3].endswith("| oov |")
+    run = {"saturation": {"msgs_per_s": 1000.0}}
+    results = {
+        "streams": {"short": {"drift": {"off": [run, run], "on": [run, run], "on_vs_off": 0.98}}}
+    }
+    text = "\n".join(drift_table(results))
+    assert "1,000 / 1,000" in text
+    assert "0.98 x" in text
+    assert drift_table({"streams": {}}) == []

@@ -277,3 +277,13 @@ def test_the_tracker_exports_gauges_per_version_and_forgets_a_swapped_out_one() 
     assert _sample(registry, "classifier_drift_alert", model_version="v1", quantity="oov") is None
     assert _sample(registry, "classifier_text_oov_rate", model_version="v2", window="live") is None
     assert tracker.monitor is None
+
+
+def test_the_monitors_combined_scores_equal_the_checked_functions() -> None:
+    from model.drift.scores import scores
+
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        e, a = rng.integers(0, 50, size=8), rng.integers(0, 50, size=8)
+        both = scores(e, a)
+        assert both == pytest.approx((psi(e, a), js_distance(e, a)), rel=1e-12)
