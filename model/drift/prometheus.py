@@ -34,52 +34,52 @@ class DriftMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         v, w = ["model_version"], ["model_version", "window"]
         q = ["model_version", "quantity"]
-        self.window_documents = Gauge(
+        self.window_documents = _gauge(
             "classifier_drift_window_documents",
             "Documents in the drift window.",
             v,
             registry=registry,
         )
-        self.oov_rate = Gauge(
+        self.oov_rate = _gauge(
             "classifier_text_oov_rate", "OOV ids per model-input token.", w, registry=registry
         )
-        self.truncated_share = Gauge(
+        self.truncated_share = _gauge(
             "classifier_text_truncated_share",
             "Share of documents that fill max_len (tokens were cut).",
             w,
             registry=registry,
         )
-        self.tokens_mean = Gauge(
+        self.tokens_mean = _gauge(
             "classifier_text_tokens_mean",
             "Model-input tokens per document.",
             w,
             registry=registry,
         )
-        self.label_share = Gauge(
+        self.label_share = _gauge(
             "classifier_prediction_label_share",
             "Share of documents per top (published) label.",
             [*w, "label"],
             registry=registry,
         )
-        self.psi = Gauge(
+        self.psi = _gauge(
             "classifier_drift_psi",
             "Population stability index of the window against the reference.",
             q,
             registry=registry,
         )
-        self.js_distance = Gauge(
+        self.js_distance = _gauge(
             "classifier_drift_js_distance",
             "Jensen-Shannon distance (base 2) of the window against the reference.",
             q,
             registry=registry,
         )
-        self.alert = Gauge(
+        self.alert = _gauge(
             "classifier_drift_alert",
             "1 while the quantity's drift alert fires.",
             q,
             registry=registry,
         )
-        self.alert_state = Gauge(
+        self.alert_state = _gauge(
             "classifier_drift_alert_state",
             "1 for the state the quantity's drift alert is in, 0 for the others.",
             [*q, "state"],
@@ -146,3 +146,8 @@ class DriftMetrics:
 def _remove(metric: Gauge, *labels: str) -> None:
     with contextlib.suppress(KeyError):  # never set
         metric.remove(*labels)
+
+
+def _gauge(name: str, documentation: str, labels: list[str], registry: CollectorRegistry) -> Gauge:
+    """A drift gauge; with ``--processes N`` every live worker exports its own (``pid``)."""
+    return Gauge(name, documentation, labels, registry=registry, multiprocess_mode="liveall")
