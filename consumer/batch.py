@@ -19,7 +19,7 @@ from consumer.isolation import Rejection
 from consumer.lifecycle import Lifecycle
 from consumer.records import RawRecord
 from consumer.steps import Accepted
-from model.drift.profile import ReferenceProfile
+from model.drift.tracker import Served
 
 #: ``(topic, partition)``
 TopicPartitionKey = tuple[str, int]
@@ -41,23 +41,12 @@ class Predicted:
     probabilities: npt.NDArray[np.float32]
 
 
-class Classifier(Protocol):
-    """What the service needs of a model bundle (see :class:`model.Bundle`)."""
+class Classifier(Served, Protocol):
+    """What the service needs of a model bundle (see :class:`model.Bundle`).
 
-    @property
-    def version(self) -> str:
-        """Version id stamped on every prediction."""
-        ...
-
-    @property
-    def labels(self) -> list[str]:
-        """Class names in output order."""
-        ...
-
-    @property
-    def drift_profile(self) -> ReferenceProfile | None:
-        """The reference of the drift signals, or ``None`` (a bundle trained before them)."""
-        ...
+    Its ``version`` (stamped on every prediction), ``labels`` (class names in output order)
+    and ``drift_profile`` are :class:`model.drift.tracker.Served`'s.
+    """
 
     def token_ids(self, text: str) -> list[int]:
         """One text → its vocabulary ids, truncated and unpadded (one record's tokenisation)."""

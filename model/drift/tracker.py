@@ -36,17 +36,17 @@ class Served(Protocol):
 
     @property
     def version(self) -> str:
-        """Its version."""
+        """Its version id, stamped on every prediction."""
         ...
 
     @property
     def labels(self) -> list[str]:
-        """Its classes in output order."""
+        """Class names in output order."""
         ...
 
     @property
     def drift_profile(self) -> ReferenceProfile | None:
-        """Its reference profile, if it has one."""
+        """The reference of the drift signals, or ``None`` (a bundle trained before them)."""
         ...
 
 
