@@ -287,3 +287,12 @@ def test_the_monitors_combined_scores_equal_the_checked_functions() -> None:
         e, a = rng.integers(0, 50, size=8), rng.integers(0, 50, size=8)
         both = scores(e, a)
         assert both == pytest.approx((psi(e, a), js_distance(e, a)), rel=1e-12)
+
+
+def test_the_settings_refuse_a_warm_up_longer_than_the_window() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="drift_min_documents"):
+        DriftSettings(drift_window_documents=10, drift_min_documents=20)
+    off = DriftSettings(drift_window_documents=0)  # off: the warm-up does not matter
+    assert off.drift_min_documents == 200
