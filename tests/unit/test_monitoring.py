@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,11 @@ from model.drift.tracker import DriftTracker
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 METRIC = re.compile(r"\b(classifier_[a-z0-9_]+)\b")
 GROUPING = re.compile(r"\bby \(([^)]*)\)")
+#: Debian's ``prometheus`` package ships it; ``.ci/run`` extracts it (no Prometheus server).
+PROMTOOL_HINT = (
+    "promtool not found: apt-get download prometheus && dpkg-deb -x prometheus_*.deb x "
+    "&& cp x/usr/bin/promtool /usr/local/bin/ (what .ci/run does)"
+)
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
@@ -127,3 +135,53 @@ def test_the_dashboard_panels_are_well_formed() -> None:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    """Prometheus's own rule checker; CI fails without it, a developer's run skips."""
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(PROMTOOL_HINT)
+        pytest.skip(PROMTOOL_HINT)
+    return found
+
+
+def _promtool(promtool: str, *args: str, cwd: Path = MONITORING) -> str:
+    run = subprocess.run(
+        [promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def test_promtool_accepts_the_rules(promtool: str) -> None:
+    assert "SUCCESS: 7 rules found" in _promtool(
+        promtool, "check", "rules", "prometheus-rules.yaml"
+    )
+
+
+def test_the_alerts_fire_and_stay_quiet_on_synthetic_series(promtool: str) -> None:
+    # prometheus-rules.test.yaml: the drift alert of one worker of two, live accuracy per
+    # version, OOV rate vs reference, dead-letter share, the registry down then back.
+    assert "SUCCESS" in _promtool(promtool, "test", "rules", "prometheus-rules.test.yaml")
+
+
+def test_every_dashboard_query_is_valid_promql(promtool: str, tmp_path: Path) -> None:
+    # promtool parses PromQL when it checks recording rules: one rule per panel query, with
+    # Grafana's variables as Grafana would substitute them.
+    grafana = {"$__rate_interval": "5m", "$model_version": ".*"}
+    rules = []
+    for n, query in enumerate(_dashboard_queries()):
+        if query.startswith("label_values("):
+            continue  # a Grafana function, not PromQL
+        for variable, value in grafana.items():
+            query = query.replace(variable, value)
+        rules.append({"record": f"dashboard:query_{n}", "expr": query})
+    assert len(rules) >= 15
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    assert f"SUCCESS: {len(rules)} rules found" in _promtool(
+        promtool, "check", "rules", str(path), cwd=tmp_path
+    )
