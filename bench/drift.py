@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import consumer_args, run_stream
+from bench.e2e import consumer_args, saturated_drain
 from bench.http import free_port
 from bench.kafka_io import E2EError, broker, create_topics, produce_all, wait_for
 
@@ -168,7 +168,7 @@ def overhead(
     """Saturated drain with the drift signals off, then on, then off and on again.
 
     Side by side in one run on the same broker, bundle and texts (stage 4's
-    :func:`bench.e2e.run_stream`): what counting every committed micro-batch into the
+    :func:`bench.e2e.saturated_drain`): what counting every committed micro-batch into the
     drift window costs the stream.
 
     Returns:
@@ -181,17 +181,14 @@ def overhead(
     for mode in ("off", "on", "off", "on"):
         extra = ["--drift-window-documents", "0"] if mode == "off" else []
         out[mode].append(
-            run_stream(
+            saturated_drain(
                 bootstrap,
                 bundle,
                 f"{name}-drift-{mode}",
                 texts,
                 messages=messages,
                 warmup=warmup,
-                paced_loads=[],
-                paced_seconds=0,
                 max_batch_size=max_batch_size,
-                max_wait_ms=0,
                 log_dir=log_dir,
                 extra_args=extra,
             )

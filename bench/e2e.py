@@ -317,6 +317,44 @@ def run_stream(
 # ----------------------------------------------------------------------------- profiling
 
 
+def saturated_drain(
+    bootstrap: str,
+    bundle: Path,
+    name: str,
+    texts: Sequence[str],
+    messages: int,
+    warmup: int,
+    max_batch_size: int,
+    log_dir: Path,
+    extra_args: Sequence[str] = (),
+    encode: Encoder | None = None,
+    decode: Decoder | None = None,
+) -> dict[str, Any]:
+    """:func:`run_stream`'s saturated drain alone (no paced phases, ``--max-wait-ms 0``).
+
+    What the side-by-side stages (``bench/formats.py``, ``bench/drift.py``) compare.
+
+    Raises:
+        E2EError: the run failed.
+    """
+    return run_stream(
+        bootstrap,
+        bundle,
+        name,
+        texts,
+        messages=messages,
+        warmup=warmup,
+        paced_loads=[],
+        paced_seconds=0,
+        max_batch_size=max_batch_size,
+        max_wait_ms=0,
+        log_dir=log_dir,
+        extra_args=extra_args,
+        encode=encode,
+        decode=decode,
+    )
+
+
 def start_profile(
     pid: int, out_prefix: Path, subprocesses: bool = False
 ) -> subprocess.Popen[bytes] | None:

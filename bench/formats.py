@@ -1,6 +1,6 @@
 """The wire-format stage: the Avro path against plain JSON, side by side on one broker.
 
-Stage 4's saturated drain (:func:`bench.e2e.run_stream`) twice per stream, on the same broker,
+Stage 4's saturated drain (:func:`bench.e2e.saturated_drain`) twice per stream, on the same broker,
 bundle and texts: once with ``{"id", "text"}`` JSON in and prediction JSON out (the default),
 once in the Confluent Schema Registry wire format both ways — values written by a stock
 ``AvroSerializer`` with a producer's own schema (``news.Article``: ``article_id``, ``body``),
@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.e2e import run_stream
+from bench.e2e import saturated_drain
 from bench.kafka_io import E2EError
 
 #: The producer's own Avro schema of the stage (not the service's field names).
@@ -59,7 +59,7 @@ def registry(url: str | None, state_root: Path) -> Iterator[str]:
 
 
 def avro_codecs(url: str) -> tuple[Callable[[str, str], bytes], Callable[[bytes], Any]]:
-    """``(encode, decode)`` for :func:`run_stream`: producer-side Avro in, Avro predictions out.
+    """``(encode, decode)`` of the Avro run: producer-side Avro in, Avro predictions out.
 
     The producer registers its schema under ``bench-articles-value``: a value's schema id
     resolves whatever topic it is then written to.
@@ -121,17 +121,14 @@ def run(
                 "--schema-registry-url", registry_url,
             ]
         )  # fmt: skip
-        out[fmt] = run_stream(
+        out[fmt] = saturated_drain(
             bootstrap,
             bundle,
             f"{name}-{fmt}",
             texts,
             messages=messages,
             warmup=warmup,
-            paced_loads=[],
-            paced_seconds=0,
             max_batch_size=max_batch_size,
-            max_wait_ms=0,
             log_dir=log_dir,
             extra_args=extra,
             encode=None if fmt == "json" else encode,
